@@ -1,0 +1,3 @@
+"""hookd: a local event-ingest daemon for hooks."""
+
+__version__ = "0.1.0"

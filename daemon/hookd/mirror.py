@@ -1,0 +1,143 @@
+"""The JSONL mirror: the durable, human-readable log of every stored event.
+
+One file per UTC day, ``YYYY-MM-DD.jsonl``, appended a batch at a time with a single write,
+before the batch is committed to SQLite, so the mirror always holds at least what SQLite holds.
+Used by the writer process only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+log = logging.getLogger("hookd.mirror")
+
+
+class MirrorRecord(msgspec.Struct):
+    """What recovery and rebuild read back from a mirror line."""
+
+    eid: int
+    type: str
+    ts: float
+    session: str | None
+    id: str | None
+    recv_ts: float
+    pid: int | None
+    uid: int | None
+    data: msgspec.Raw
+
+    def row(self) -> tuple:
+        return (
+            self.eid, self.type, self.ts, self.session, self.id, self.recv_ts, self.pid, self.uid,
+            bytes(self.data).decode("utf-8"),
+        )
+
+
+def day_of(t: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(t))
+
+
+class Mirror:
+    """Appends batches of pre-encoded lines to the file of the current UTC day."""
+
+    def __init__(self, directory: Path, *, fsync: bool = False) -> None:
+        self.dir = directory
+        self.fsync = fsync
+        self._day = ""
+        self._fd = -1
+        old = os.umask(0o077)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+
+    def path_for(self, day: str) -> Path:
+        return self.dir / f"{day}.jsonl"
+
+    def write(self, data: bytes, now: float | None = None) -> None:
+        """Append ``data`` (whole lines) with one write, retried until complete."""
+        if not data:
+            return
+        day = day_of(time.time() if now is None else now)
+        if day != self._day:
+            self._open(day)
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self.fsync:
+            os.fsync(self._fd)
+
+    def _open(self, day: str) -> None:
+        self.close()
+        self._fd = os.open(self.path_for(day), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._day = day
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._day = ""
+
+    def files(self) -> list[Path]:
+        """Mirror files in time order."""
+        return sorted(p for p in self.dir.glob("????-??-??.jsonl"))
+
+    def repair_torn_tail(self) -> int:
+        """Cut a half-written last line (a crash mid-write) from the newest file.
+
+        Its batch never committed to SQLite, so nothing stored refers to it. Returns the bytes cut.
+        """
+        files = self.files()
+        if not files:
+            return 0
+        path = files[-1]
+        size = path.stat().st_size
+        if size == 0:
+            return 0
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return 0
+            # Walk back to the last newline in 64 KiB steps.
+            pos = size
+            keep = 0
+            while pos > 0:
+                step = min(1 << 16, pos)
+                pos -= step
+                f.seek(pos)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    keep = pos + nl + 1
+                    break
+            f.truncate(keep)
+        log.warning("cut a torn last line (%d bytes) from %s", size - keep, path)
+        return size - keep
+
+    def records_after(self, floor: int) -> Iterator[MirrorRecord]:
+        """Every mirror record with eid > ``floor``, oldest file first.
+
+        Files of days before ``floor``'s day cannot hold such records and are skipped.
+        """
+        decode = msgspec.json.Decoder(MirrorRecord).decode
+        first_day = day_of((floor >> 20) / 1000.0) if floor else ""
+        for path in self.files():
+            if path.stem < first_day:
+                continue
+            with open(path, "rb") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.endswith(b"\n"):
+                        continue  # torn tail
+                    try:
+                        rec = decode(line)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                        log.warning("%s:%d: unreadable mirror line skipped: %s", path, lineno, e)
+                        continue
+                    if rec.eid > floor:
+                        yield rec

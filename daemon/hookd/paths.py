@@ -1,0 +1,106 @@
+"""Where hookd keeps things, and the rules for choosing.
+
+Precedence for each path: command-line flag, then its own variable (``HOOKD_SOCKET``,
+``HOOKD_DB``, ``HOOKD_MIRROR_DIR``), then ``HOOKD_HOME``, then the XDG default.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, SocketPathError
+
+
+@dataclass(frozen=True)
+class Paths:
+    socket: Path
+    db: Path
+    mirror_dir: Path
+    spool_dir: Path
+
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the daemon serving ``socket`` for its whole life."""
+        return self.socket.with_name(self.socket.name + ".lock")
+
+
+def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+    value = env.get(var, "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(env.get("HOME") or os.path.expanduser("~")) / fallback
+
+
+def default_runtime_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_RUNTIME_DIR/hookd``, else a private per-user directory under /tmp."""
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime):
+        return Path(runtime) / "hookd"
+    return Path(f"/tmp/hookd-{os.getuid()}")
+
+
+def resolve(
+    env: Mapping[str, str] | None = None,
+    *,
+    socket: str | None = None,
+    db: str | None = None,
+    mirror_dir: str | None = None,
+) -> Paths:
+    """Work out every path from flags (the keyword arguments) and the environment."""
+    env = os.environ if env is None else env
+    home = env.get("HOOKD_HOME", "")
+    home_path = Path(home).expanduser().absolute() if home else None
+
+    def pick(flag: str | None, var: str, in_home: str, default: Path) -> Path:
+        value = flag or env.get(var, "")
+        if value:
+            return Path(value).expanduser().absolute()
+        if home_path is not None:
+            return home_path / in_home
+        return default
+
+    return Paths(
+        socket=pick(socket, "HOOKD_SOCKET", "hookd.sock", default_runtime_dir(env) / "hookd.sock"),
+        db=pick(db, "HOOKD_DB", "events.db", _xdg(env, "XDG_DATA_HOME", ".local/share") / "hookd/events.db"),
+        mirror_dir=pick(
+            mirror_dir, "HOOKD_MIRROR_DIR", "mirror", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/mirror"
+        ),
+        spool_dir=pick(None, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"),
+    )
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) mode 0700; refuse an existing one owned by someone else.
+
+    Existing directories we own are left with their mode, except that group/other write bits
+    on the socket's own directory are an error (see ``check_socket_dir``).
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create directory {path}: {e.strerror}") from None
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a directory")
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"{path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}); "
+            "choose another path with HOOKD_HOME or the matching flag"
+        )
+    return path
+
+
+def check_socket_dir(path: Path) -> None:
+    """The socket's directory must be ours and closed to others, or anyone could swap the socket."""
+    private_dir(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o022:
+        raise SocketPathError(
+            f"socket directory {path} is writable by others (mode {mode:o}); "
+            f"run `chmod 700 {path}` or choose another path"
+        )

@@ -1,0 +1,319 @@
+"""Moving bytes: the listening socket, one Protocol per connection, flow control.
+
+The server knows nothing of JSON: complete lines go to a ``LineSink`` (the ingest pipeline),
+which also tells it when to stop reading (backpressure). A listener is either a socket this
+process binds, or one it inherits (socket activation); shutdown drains both the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+from pathlib import Path
+from typing import Protocol
+
+from .errors import AlreadyRunning, SocketPathError
+from .framing import NO_PEER, LineSplitter, Peer
+from .paths import check_socket_dir
+
+log = logging.getLogger("hookd.server")
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class LineSink(Protocol):
+    """Where complete lines go. Implemented by the ingest pipeline."""
+
+    def lines(self, lines: list[bytes], peer: Peer) -> None: ...
+    def oversized(self, size: int, head: bytes, peer: Peer) -> None: ...
+
+
+class FlowControl:
+    """Pauses every connection's reading while the pipeline is full, and resumes them.
+
+    The kernel's socket buffers and the listen backlog then hold what hooks send, and the
+    daemon's memory stays bounded however fast events arrive.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.transports: set[asyncio.Transport] = set()
+        self.pauses = 0
+
+    def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.pauses += 1
+            for t in self.transports:
+                t.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            for t in self.transports:
+                t.resume_reading()
+
+
+class EventProtocol(asyncio.Protocol):
+    """One client connection: split bytes into lines, hand them on, keep the tail."""
+
+    __slots__ = ("_server", "_transport", "_splitter", "_peer")
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._splitter = LineSplitter(server.max_line)
+        self._peer = NO_PEER
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                pid, uid, _gid = _PEERCRED.unpack(
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                )
+                self._peer = Peer(pid, uid)
+            except OSError:
+                pass
+        self._server.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        splitter = self._splitter
+        lines = splitter.feed(data)
+        if splitter.oversized:
+            self._report_oversized()
+        if lines:
+            self._server.sink.lines(lines, self._peer)
+
+    def _report_oversized(self) -> None:
+        for size, head in self._splitter.oversized:
+            self._server.sink.oversized(size, head, self._peer)
+        self._splitter.oversized.clear()
+
+    def eof_received(self) -> bool:
+        self._finish()
+        return False  # close our side too: one stream per client, no half-open sockets
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+        self._server.connection_closed(self)
+
+    def _finish(self) -> None:
+        # A last line without a newline still counts; an unfinished oversized line is reported.
+        tail = self._splitter.finish()
+        if self._splitter.oversized:
+            self._report_oversized()
+        if tail is not None:
+            self._server.sink.lines([tail], self._peer)
+
+    def read_what_is_left(self) -> None:
+        """At shutdown: read whatever the kernel still holds for this connection, then close.
+
+        The transport is paused first so nothing is read twice; a duplicate of the descriptor
+        lets us read without going through the loop.
+        """
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        t.pause_reading()
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                dup = socket.socket(fileno=os.dup(sock.fileno()))
+                try:
+                    dup.setblocking(False)
+                    while True:
+                        try:
+                            data = dup.recv(1 << 16)
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        if not data:
+                            break
+                        self.data_received(data)
+                finally:
+                    dup.close()
+        self._finish()
+        t.close()
+
+
+class Listener:
+    """A listening Unix stream socket: bound here (``owned``) or inherited from systemd."""
+
+    def __init__(self, sock: socket.socket, path: Path, *, owned: bool, lock_fd: int | None = None) -> None:
+        self.sock = sock
+        self.path = path
+        self.owned = owned
+        self._lock_fd = lock_fd
+        self._ino = os.stat(path).st_ino if owned else None
+
+    @classmethod
+    def bind(cls, path: Path, lock_path: Path, backlog: int) -> Listener:
+        """Bind ``path`` with mode 0600 in a private directory, replacing a stale socket file.
+
+        Refuses (SocketPathError) to touch anything that is not a socket of ours, and
+        (AlreadyRunning) to take a path a live daemon is serving.
+        """
+        check_socket_dir(path.parent)
+        lock_fd = _take_lock(lock_path, path)
+        try:
+            _clear_stale(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)
+            try:
+                sock.bind(os.fspath(path))
+            finally:
+                os.umask(old)
+            os.chmod(path, 0o600)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(sock, path, owned=True, lock_fd=lock_fd)
+
+    def unlink(self) -> None:
+        """Remove our socket file, so new clients see 'no daemon' (and spool) at once."""
+        if not self.owned:
+            return  # an inherited socket belongs to systemd, which keeps listening for us
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._ino:
+                os.unlink(self.path)
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _take_lock(lock_path: Path, sock_path: Path) -> int:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(
+            f"another hookd (pid {holder}) is already serving {sock_path}; "
+            "stop it first, or choose another socket with --socket or HOOKD_HOME"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a socket"
+        raise SocketPathError(f"{path} exists and is {kind}; hookd will not replace it. Remove it yourself if it is garbage.")
+    if st.st_uid != os.getuid():
+        raise SocketPathError(f"{path} belongs to uid {st.st_uid}; hookd will not replace another user's socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(os.fspath(path))
+    except ConnectionRefusedError:
+        log.info("removing stale socket %s left by a daemon that is gone", path)
+        os.unlink(path)
+        return
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.ETIMEDOUT):
+            raise AlreadyRunning(f"a live process is serving {path} (it is busy); not taking it over") from None
+        raise SocketPathError(f"cannot probe existing socket {path}: {e.strerror}") from None
+    finally:
+        probe.close()
+    raise AlreadyRunning(f"another process is already serving {path}; stop it first, or choose another socket")
+
+
+class Server:
+    """Accepts connections on a Listener and feeds their lines to a LineSink."""
+
+    def __init__(self, listener: Listener, sink: LineSink, flow: FlowControl, *, max_line: int) -> None:
+        self.listener = listener
+        self.sink = sink
+        self.flow = flow
+        self.max_line = max_line
+        self.connections: set[EventProtocol] = set()
+        self.accepted = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._all_closed: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Keep our own duplicate of the listening socket: after the loop's server is closed it
+        # still holds the listen queue, so shutdown can accept what clients already sent.
+        self._drain_sock = self.listener.sock.dup()
+        self._server = await loop.create_unix_server(self._protocol, sock=self.listener.sock)
+
+    def _protocol(self) -> EventProtocol:
+        return EventProtocol(self)
+
+    def connection_opened(self, proto: EventProtocol) -> None:
+        self.accepted += 1
+        self.connections.add(proto)
+        t = proto._transport
+        assert t is not None
+        self.flow.transports.add(t)
+        if self.flow.paused:
+            t.pause_reading()
+
+    def connection_closed(self, proto: EventProtocol) -> None:
+        self.connections.discard(proto)
+        if proto._transport is not None:
+            self.flow.transports.discard(proto._transport)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting without losing what clients already sent.
+
+        1. unlink the socket path (new clients fail fast and spool);
+        2. close the loop's server and accept, from our duplicate, every connection still in
+           the listen queue: those clients have sent already;
+        3. let open connections finish for up to ``grace`` seconds;
+        4. read what the kernel still holds for the rest, and close them.
+        """
+        loop = asyncio.get_running_loop()
+        self.listener.unlink()
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        for _ in range(2):
+            await self._accept_backlog(loop)
+            await asyncio.sleep(0.02)  # a connect racing the unlink lands in the queue by now
+        self._drain_sock.close()
+        self.listener.sock.close()
+        self._all_closed = asyncio.Event()
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), max(0.0, deadline - time.monotonic()))
+        for proto in list(self.connections):
+            proto.read_what_is_left()
+        await asyncio.sleep(0)  # let connection_lost callbacks run
+
+    async def _accept_backlog(self, loop: asyncio.AbstractEventLoop) -> None:
+        sock = self._drain_sock
+        sock.setblocking(False)
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accepting queued connections at shutdown: %s", e.strerror)
+                return
+            conn.setblocking(False)
+            await loop.connect_accepted_socket(self._protocol, conn)
+

@@ -1,0 +1,214 @@
+"""The SQLite schema and everything that touches it synchronously.
+
+Used by the writer process (inserts) and by CLI commands (reads); the daemon's event loop
+never calls into this module directly, only through aiosqlite or the writer process.
+
+Schema changes are named, ordered migrations recorded in ``schema_migrations``; the schema
+uses nothing newer than SQLite 3.40 so the system ``sqlite3`` can always read the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .errors import StoreError
+from .framing import TYPE_RE
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _statements(script: str) -> list[str]:
+    """Split a DDL script into statements (executescript would commit our transaction)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    for stmt in _statements(
+        """
+        CREATE TABLE events (
+            eid       INTEGER PRIMARY KEY,   -- time-ordered unique id assigned by hookd
+            type      TEXT NOT NULL,         -- normalized event type
+            ts        REAL NOT NULL,         -- event time, epoch seconds
+            session   TEXT,                  -- `session` or `session_id` of the event
+            client_id TEXT,                  -- the client's `id` (idempotency key)
+            recv_ts   REAL NOT NULL,         -- when hookd read the line, epoch seconds
+            pid       INTEGER,               -- sender's pid (SO_PEERCRED)
+            uid       INTEGER,               -- sender's uid (SO_PEERCRED)
+            data      TEXT NOT NULL          -- the JSON object exactly as the client sent it
+        );
+        CREATE INDEX events_type_ts ON events(type, ts);
+        CREATE INDEX events_session_ts ON events(session, ts);
+        CREATE UNIQUE INDEX events_client_id ON events(client_id) WHERE client_id IS NOT NULL;
+
+        CREATE TABLE rejected (
+            rid      INTEGER PRIMARY KEY,
+            recv_ts  REAL NOT NULL,
+            reason   TEXT NOT NULL,          -- stable code, see docs/protocol.md
+            detail   TEXT NOT NULL,          -- human explanation
+            size     INTEGER NOT NULL,       -- bytes in the rejected line
+            preview  TEXT NOT NULL,          -- its first bytes, escaped
+            pid      INTEGER,
+            uid      INTEGER
+        );
+        CREATE INDEX rejected_recv_ts ON rejected(recv_ts);
+
+        -- One row per type ever stored: cheap answers for status and view upkeep.
+        CREATE TABLE event_types (
+            type     TEXT PRIMARY KEY,
+            count    INTEGER NOT NULL,
+            first_ts REAL NOT NULL,
+            last_ts  REAL NOT NULL
+        ) WITHOUT ROWID;
+        """
+    ):
+        db.execute(stmt)
+
+
+#: Ordered and append-only: never edit a migration that has shipped, add the next one.
+MIGRATIONS: Sequence[tuple[int, str, Migration]] = ((1, "initial", _m001_initial),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+SYNCHRONOUS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
+
+INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (eid, type, ts, session, client_id, recv_ts, pid, uid, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_REJECTED = (
+    "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+UPSERT_TYPE = (
+    "INSERT INTO event_types (type, count, first_ts, last_ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
+    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+)
+
+
+def connect(path: Path, *, synchronous: str = "normal", readonly: bool = False) -> sqlite3.Connection:
+    """Open the database with hookd's pragmas. Writers get WAL mode and private file modes."""
+    try:
+        if readonly:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            old = os.umask(0o077)  # the db, -wal and -shm files are the user's alone
+            try:
+                db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            finally:
+                os.umask(old)
+        db.execute("PRAGMA busy_timeout = 5000")
+        if not readonly:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{path}: cannot switch the database to WAL mode (got {mode})")
+            db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot open database {path}: {e}") from None
+    return db
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    row = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if row is None:
+        return 0
+    return db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded, each in its own transaction. Returns their names."""
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = schema_version(db)
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema version {current} is newer than this hookd understands "
+                f"({SCHEMA_VERSION}); upgrade hookd"
+            )
+        applied = []
+        for version, name, fn in MIGRATIONS:
+            if version <= current:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                fn(db)
+                db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            applied.append(name)
+        return applied
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot prepare the database schema: {e}") from None
+
+
+def view_name(etype: str) -> str | None:
+    """The ``<type>_events`` view of a type, or None where SQLite forbids the name."""
+    if not TYPE_RE.fullmatch(etype) or etype.startswith("sqlite_"):
+        return None
+    return f"{etype}_events"
+
+
+def create_view(db: sqlite3.Connection, etype: str) -> bool:
+    """Create ``<type>_events`` if missing. The type is checked against TYPE_RE first, so no
+    client text reaches the SQL unvalidated."""
+    name = view_name(etype)
+    if name is None:
+        return False
+    db.execute(
+        f'CREATE VIEW IF NOT EXISTS "{name}" AS '
+        "SELECT eid, type, ts, session, client_id, recv_ts, pid, uid, data "
+        f"FROM events WHERE type = '{etype}'"
+    )
+    return True
+
+
+def known_types(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT type FROM event_types")}
+
+
+def max_eid(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0]
+
+
+def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Iterable[int]) -> list[int]:
+    """Insert rows inside the caller's transaction. Returns the indexes of rows not stored
+    because an event with the same client ``id`` (or eid) is already there.
+
+    Rows without a client id go through one ``executemany``; the few with one are inserted
+    alone so that a duplicate can be told apart.
+    """
+    keyed = set(with_id)
+    if not keyed:
+        db.executemany(INSERT_EVENT, rows)
+        return []
+    plain = [row for i, row in enumerate(rows) if i not in keyed]
+    if plain:
+        db.executemany(INSERT_EVENT, plain)
+    dropped = []
+    for i in sorted(keyed):
+        if db.execute(INSERT_EVENT, rows[i]).rowcount == 0:
+            dropped.append(i)
+    return dropped
+
+
+def upsert_types(db: sqlite3.Connection, stats: dict[str, list[float]]) -> None:
+    """``stats``: type -> [count, first_ts, last_ts] for one batch."""
+    db.executemany(UPSERT_TYPE, [(t, int(c), lo, hi) for t, (c, lo, hi) in stats.items()])

@@ -1,0 +1,270 @@
+"""The writer process: mirror and SQLite, on a core of its own.
+
+The daemon's event loop decodes and validates events and builds finished rows; this process
+only appends them to the mirror and inserts them into SQLite. Keeping SQLite out of the loop
+process avoids the GIL convoy measured in the design notes (a sqlite3 thread beside a busy
+loop fell to a few hundred rows/s) and lets both cores work.
+
+Per batch, in order: begin, insert (learning which client ids were duplicates), append the
+stored events to the mirror, commit, reply. The mirror is written before the commit, so it
+always holds at least what SQLite holds; at start, mirror lines newer than the newest stored
+event (a crash between the two) are replayed into SQLite.
+
+Run by the daemon as ``python -m hookd.writer``; it reads frames (see ``wire``) on stdin and
+answers on stdout. It ignores SIGINT and SIGTERM: the daemon decides when it ends, by a
+``close`` frame or by closing stdin (which is also what a killed daemon does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import store, wire
+from .errors import HookdError, StoreError
+from .mirror import Mirror, MirrorRecord
+
+log = logging.getLogger("hookd.writer")
+
+#: Frames read back to back are committed in one transaction, up to this many.
+MAX_COALESCE = 16
+
+TYPES_FROM_RANGE = (
+    "INSERT INTO event_types (type, count, first_ts, last_ts) "
+    "SELECT type, count(*), min(ts), max(ts) FROM events WHERE eid BETWEEN ? AND ? GROUP BY type "
+    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
+    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+)
+
+
+class Writer:
+    """Owns the write connection and the mirror; every method runs in this process only."""
+
+    def __init__(self, db_path: Path, mirror_dir: Path, *, synchronous: str = "normal") -> None:
+        db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.db = store.connect(db_path, synchronous=synchronous)
+        # The daemon checkpoints from its own connection; this is only a safety net so the WAL
+        # cannot grow without bound if that ever stops.
+        self.db.execute("PRAGMA wal_autocheckpoint = 20000")
+        store.migrate(self.db)
+        self.mirror = Mirror(mirror_dir, fsync=synchronous == "full")
+        self.types = store.known_types(self.db)
+
+    def recover(self) -> int:
+        """Bring SQLite level with the mirror after a crash. Returns the events replayed."""
+        self.mirror.repair_torn_tail()
+        return self.load(self.mirror.records_after(store.max_eid(self.db)))
+
+    def load(self, records: Iterable[MirrorRecord], chunk: int = 20_000) -> int:
+        """Insert mirror records (recovery, rebuild) in large transactions. Not mirrored again."""
+        total = 0
+        rows: list[tuple] = []
+        for rec in records:
+            rows.append(rec.row())
+            if len(rows) >= chunk:
+                total += self._load_chunk(rows)
+                rows = []
+        if rows:
+            total += self._load_chunk(rows)
+        return total
+
+    def _load_chunk(self, rows: list[tuple]) -> int:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            before = db.total_changes
+            db.executemany(store.INSERT_EVENT, rows)
+            stored = db.total_changes - before
+            db.execute(TYPES_FROM_RANGE, (min(r[0] for r in rows), max(r[0] for r in rows)))
+            self._new_views()
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return stored
+
+    def commit(self, batches: Sequence[list[Any]]) -> list[list[Any]]:
+        """Store several ``batch`` frames in one transaction; return one ``done`` reply each."""
+        mirrored = False
+        delay = 0.01
+        while True:
+            try:
+                return self._commit_once(batches, mirrored_already=mirrored)
+            except _MirroredThenFailed as e:
+                mirrored = True
+                err = e.cause
+            except sqlite3.OperationalError as e:
+                err = e
+            if not _retryable(err):
+                raise StoreError(f"cannot write the database: {err}") from None
+            log.warning("database busy (%s); retrying in %.2fs", err, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _commit_once(self, batches: Sequence[list[Any]], *, mirrored_already: bool) -> list[list[Any]]:
+        db = self.db
+        replies = []
+        out: list[bytes] = []
+        lo = hi = None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for _kind, seq, rows, mirror_lines, with_id, rejects in batches:
+                dups = store.insert_events(db, rows, with_id) if rows else []
+                if dups:
+                    skip = set(dups)
+                    out.extend(line for i, line in enumerate(mirror_lines) if i not in skip)
+                else:
+                    out.extend(mirror_lines)
+                if rejects:
+                    db.executemany(store.INSERT_REJECTED, rejects)
+                if rows:
+                    first, last = rows[0][0], rows[-1][0]
+                    lo = first if lo is None else min(lo, first)
+                    hi = last if hi is None else max(hi, last)
+                replies.append(["done", seq, len(rows) - len(dups), dups])
+            if lo is not None:
+                db.execute(TYPES_FROM_RANGE, (lo, hi))
+                self._new_views()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if not mirrored_already:
+            try:
+                self.mirror.write(b"".join(out))
+            except OSError:
+                db.execute("ROLLBACK")
+                raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            db.execute("ROLLBACK")
+            raise _MirroredThenFailed(e) from None
+        return replies
+
+    def _new_views(self) -> None:
+        if len(self.types) == self.db.execute("SELECT count(*) FROM event_types").fetchone()[0]:
+            return
+        for etype in store.known_types(self.db) - self.types:
+            if not store.create_view(self.db, etype):
+                log.warning("type %r gets no view: SQLite reserves names starting with sqlite_", etype)
+            self.types.add(etype)
+
+    def close(self) -> None:
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as e:
+            log.warning("final WAL checkpoint skipped: %s", e)
+        self.db.close()
+        self.mirror.close()
+
+
+class _MirroredThenFailed(Exception):
+    def __init__(self, cause: sqlite3.OperationalError) -> None:
+        self.cause = cause
+
+
+def _retryable(err: sqlite3.OperationalError) -> bool:
+    msg = str(err).lower()
+    return "locked" in msg or "busy" in msg
+
+
+class FrameReader:
+    """Reads length-prefixed frames from a pipe, several at once when they are waiting."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.eof = False
+
+    def _fill(self) -> None:
+        data = os.read(self.fd, 1 << 20)
+        if data:
+            self.buf += data
+        else:
+            self.eof = True
+
+    def _parse(self, out: list[list[Any]], limit: int) -> None:
+        buf = self.buf
+        pos = 0
+        while len(out) < limit and len(buf) - pos >= 4:
+            (n,) = wire.HEADER.unpack_from(buf, pos)
+            if len(buf) - pos - 4 < n:
+                break
+            out.append(wire.unpack(bytes(buf[pos + 4 : pos + 4 + n])))
+            pos += 4 + n
+        del buf[:pos]
+
+    def read(self, limit: int = MAX_COALESCE) -> list[list[Any]]:
+        """Block for at least one frame (or EOF), then take whatever else is already waiting."""
+        out: list[list[Any]] = []
+        while not out and not self.eof:
+            self._parse(out, limit)
+            if not out:
+                self._fill()
+        while len(out) < limit and not self.eof and select.select([self.fd], [], [], 0)[0]:
+            self._fill()
+            self._parse(out, limit)
+        self._parse(out, limit)
+        return out
+
+
+def _send(message: list[Any]) -> None:
+    data = memoryview(wire.pack(message))
+    while data:
+        n = os.write(1, data)
+        data = data[n:]
+
+
+def serve(writer: Writer, reader: FrameReader) -> None:
+    while True:
+        frames = reader.read()
+        batches = [f for f in frames if f[0] == "batch"]
+        if batches:
+            for reply in writer.commit(batches):
+                _send(reply)
+        if reader.eof or any(f[0] == "close" for f in frames):
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    # The daemon owns our lifetime; a Ctrl-C at a terminal reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    p = argparse.ArgumentParser(prog="hookd-writer", description="hookd's writer process (internal)")
+    p.add_argument("--db", required=True, type=Path)
+    p.add_argument("--mirror-dir", required=True, type=Path)
+    p.add_argument("--synchronous", default="normal", choices=sorted(store.SYNCHRONOUS))
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="hookd[writer]: %(levelname)s: %(message)s")
+    try:
+        writer = Writer(args.db, args.mirror_dir, synchronous=args.synchronous)
+        replayed = writer.recover()
+        if replayed:
+            log.warning("replayed %d events from the mirror that had not reached the database", replayed)
+        _send(["ready", store.max_eid(writer.db), store.SCHEMA_VERSION, replayed])
+    except (HookdError, OSError, sqlite3.Error) as e:
+        _send(["fatal", str(e)])
+        return 1
+    try:
+        serve(writer, FrameReader(0))
+    except (HookdError, OSError, sqlite3.Error) as e:
+        log.error("%s", e)
+        _send(["fatal", str(e)])
+        return 1
+    finally:
+        writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
