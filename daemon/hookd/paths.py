@@ -80,10 +80,13 @@ def private_dir(path: Path) -> Path:
     Existing directories we own are left with their mode, except that group/other write bits
     on the socket's own directory are an error (see ``check_socket_dir``).
     """
+    old = os.umask(0o077)  # missing parents are created 0700 too, as the XDG spec asks
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create directory {path}: {e.strerror}") from None
+    finally:
+        os.umask(old)
     st = path.stat()
     if not stat.S_ISDIR(st.st_mode):
         raise ConfigError(f"{path} exists and is not a directory")
