@@ -123,12 +123,13 @@ class Mirror:
     def records_after(self, floor: int) -> Iterator[MirrorRecord]:
         """Every mirror record with eid > ``floor``, oldest file first.
 
-        Files of days before ``floor``'s day cannot hold such records and are skipped.
+        A file whose last record is not newer than ``floor`` is skipped after reading its tail
+        only, so recovery after a crash reads about one file, not the whole history.
         """
         decode = msgspec.json.Decoder(MirrorRecord).decode
-        first_day = day_of((floor >> 20) / 1000.0) if floor else ""
         for path in self.files():
-            if path.stem < first_day:
+            last = _last_eid(path)
+            if last is not None and last <= floor:
                 continue
             with open(path, "rb") as f:
                 for lineno, line in enumerate(f, 1):
@@ -141,3 +142,21 @@ class Mirror:
                         continue
                     if rec.eid > floor:
                         yield rec
+
+
+class _Eid(msgspec.Struct):
+    eid: int
+
+
+def _last_eid(path: Path) -> int | None:
+    """The eid of the last complete line of a mirror file, or None if it cannot be read."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - (1 << 16)))
+        lines = f.read().split(b"\n")
+    for line in reversed(lines[:-1]):  # the piece after the last newline is empty or torn
+        try:
+            return msgspec.json.decode(line, type=_Eid).eid
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+    return None

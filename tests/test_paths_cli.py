@@ -1,0 +1,110 @@
+"""Path resolution, settings validation and the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hookd.cli import build_parser, main, parse_fields
+from hookd.errors import ConfigError
+from hookd.paths import resolve
+from hookd.settings import Settings
+
+
+def test_defaults_follow_xdg() -> None:
+    p = resolve({"HOME": "/h", "XDG_RUNTIME_DIR": "/run/user/7"})
+    assert p.socket == Path("/run/user/7/hookd/hookd.sock")
+    assert p.db == Path("/h/.local/share/hookd/events.db")
+    assert p.mirror_dir == Path("/h/.local/state/hookd/mirror")
+    p = resolve({"HOME": "/h", "XDG_DATA_HOME": "/d", "XDG_STATE_HOME": "/s"})
+    assert p.socket == Path(f"/tmp/hookd-{os.getuid()}/hookd.sock")
+    assert p.db == Path("/d/hookd/events.db") and p.mirror_dir == Path("/s/hookd/mirror")
+
+
+def test_relative_xdg_values_are_ignored() -> None:
+    p = resolve({"HOME": "/h", "XDG_RUNTIME_DIR": "rel", "XDG_DATA_HOME": "rel"})
+    assert p.socket == Path(f"/tmp/hookd-{os.getuid()}/hookd.sock")
+    assert p.db == Path("/h/.local/share/hookd/events.db")
+
+
+def test_hookd_home_puts_everything_under_one_directory() -> None:
+    p = resolve({"HOME": "/h", "HOOKD_HOME": "/x", "XDG_RUNTIME_DIR": "/r"})
+    assert (p.socket, p.db, p.mirror_dir, p.spool_dir) == (
+        Path("/x/hookd.sock"), Path("/x/events.db"), Path("/x/mirror"), Path("/x/spool")
+    )
+
+
+def test_precedence_flag_then_variable_then_home() -> None:
+    env = {"HOME": "/h", "HOOKD_HOME": "/x", "HOOKD_SOCKET": "/v.sock", "HOOKD_DB": "/v.db", "HOOKD_MIRROR_DIR": "/vm"}
+    p = resolve(env)
+    assert (p.socket, p.db, p.mirror_dir) == (Path("/v.sock"), Path("/v.db"), Path("/vm"))
+    p = resolve(env, socket="/f.sock", db="/f.db", mirror_dir="/fm")
+    assert (p.socket, p.db, p.mirror_dir) == (Path("/f.sock"), Path("/f.db"), Path("/fm"))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"batch_size": 0}, {"batch_delay": 0.0}, {"max_line": 10}, {"synchronous": "extra"}, {"max_inflight": 0}],
+)
+def test_settings_reject_bad_values(kw: dict) -> None:
+    with pytest.raises(ConfigError):
+        Settings(paths=resolve({"HOME": "/h"}), **kw).validate()
+
+
+def test_parse_fields() -> None:
+    assert parse_fields(["a=1", "b:=1", "c:=true", 'd:={"x":[1]}', "e=x=y", "url=http://x:1"]) == {
+        "a": "1", "b": 1, "c": True, "d": {"x": [1]}, "e": "x=y", "url": "http://x:1",
+    }
+    with pytest.raises(ConfigError, match="not JSON"):
+        parse_fields(["a:=nope"])
+    with pytest.raises(ConfigError):
+        parse_fields(["novalue"])
+
+
+def test_bad_environment_value_is_a_usage_error(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HOOKD_BATCH_SIZE", "lots")
+    assert main(["run"]) == 2
+    assert "HOOKD_BATCH_SIZE='lots' is not an integer" in capsys.readouterr().err
+
+
+def test_help_lists_every_command_and_flag() -> None:
+    text = build_parser().format_help()
+    for word in ("run", "emit", "HOOKD_HOME", "HOOKD_SOCKET", "HOOKD_DB", "HOOKD_MIRROR_DIR"):
+        assert word in text
+    out = subprocess.run([sys.executable, "-m", "hookd", "run", "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--socket", "--db", "--mirror-dir", "--batch-size", "--batch-delay", "--max-line", "--synchronous"):
+        assert flag in out.stdout
+
+
+def test_hookd_emit_reports_a_missing_daemon(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
+    env["HOOKD_HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "hookd", "emit", "x", "a=1"], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "hookd run" in out.stderr
+
+
+def test_hookd_emit_sends(daemon) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
+    env["HOOKD_HOME"] = str(daemon.home)
+    out = subprocess.run(
+        [sys.executable, "-m", "hookd", "emit", "deploy", "service=api", "ok:=true", "ms:=812"],
+        env=env, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert daemon.wait_count(1) == 1
+    assert daemon.query("SELECT type, json_extract(data,'$.ok'), json_extract(data,'$.ms') FROM events") == [
+        ("deploy", 1, 812)
+    ]
+
+
+def test_installed_entry_points_exist() -> None:
+    bindir = Path(sys.executable).parent
+    assert (bindir / "hookd").exists()
+    assert (bindir / "hookd-emit").exists(), "the shell client is installed on PATH by pip"
+    out = subprocess.run([str(bindir / "hookd"), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("hookd ")

@@ -1,0 +1,143 @@
+"""The writer process's logic, in-process: schema, batches, duplicates, recovery."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hookd import store
+from hookd.errors import StoreError
+from hookd.framing import EidClock, Framer, Peer
+from hookd.mirror import Mirror
+from hookd.writer import Writer
+
+
+def make_batch(seq: int, lines: list[bytes], framer: Framer, now: float = 1_800_000_000.0) -> list:
+    rows, mirror, with_id = [], [], []
+    for line in lines:
+        result = framer.frame(line, now, Peer(1, 2))
+        assert result is not None
+        row, m = result
+        if row[4] is not None:
+            with_id.append(len(rows))
+        rows.append(list(row))
+        mirror.append(m)
+    return ["batch", seq, rows, mirror, with_id, []]
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Writer:
+    w = Writer(tmp_path / "events.db", tmp_path / "mirror")
+    yield w
+    w.close()
+
+
+def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
+    assert writer.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert writer.db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "initial")]
+    indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"events_type_ts", "events_session_ts", "events_client_id"} <= indexes
+    # migrating again is a no-op
+    assert store.migrate(writer.db) == []
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "e.db", tmp_path / "m")
+    w.db.execute("INSERT INTO schema_migrations VALUES (99, 'future', 0)")
+    w.close()
+    with pytest.raises(StoreError, match="newer than this hookd"):
+        Writer(tmp_path / "e.db", tmp_path / "m")
+
+
+def test_query_plans_use_the_indexes(writer: Writer) -> None:
+    plan = " ".join(
+        r[3] for r in writer.db.execute("EXPLAIN QUERY PLAN SELECT * FROM events WHERE type = 'a' AND ts > 5")
+    )
+    assert "events_type_ts" in plan
+    plan = " ".join(
+        r[3] for r in writer.db.execute("EXPLAIN QUERY PLAN SELECT * FROM events WHERE session = 's' ORDER BY ts")
+    )
+    assert "events_session_ts" in plan
+
+
+def test_batches_store_rows_views_types_and_mirror(writer: Writer) -> None:
+    f = Framer()
+    replies = writer.commit([
+        make_batch(1, [b'{"type":"tool","n":1}', b'{"hook_event_name":"Stop"}'], f),
+        make_batch(2, [b'{"type":"tool","n":2}'], f),
+    ])
+    assert replies == [["done", 1, 2, []], ["done", 2, 1, []]]
+    assert writer.db.execute("SELECT count(*) FROM tool_events").fetchone() == (2,)
+    assert writer.db.execute("SELECT count(*) FROM stop_events").fetchone() == (1,)
+    assert writer.db.execute("SELECT type, count FROM event_types ORDER BY type").fetchall() == [("stop", 1), ("tool", 2)]
+    lines = b"".join(p.read_bytes() for p in writer.mirror.files()).splitlines()
+    assert len(lines) == 3
+
+
+def test_duplicate_client_ids_are_stored_and_mirrored_once(writer: Writer) -> None:
+    f = Framer()
+    r1 = writer.commit([make_batch(1, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"x"}', b'{"type":"a"}'], f)])
+    r2 = writer.commit([make_batch(2, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"y"}'], f)])
+    assert r1 == [["done", 1, 2, [1]]]
+    assert r2 == [["done", 2, 1, [0]]]
+    assert writer.db.execute("SELECT count(*) FROM events").fetchone() == (3,)
+    assert writer.db.execute("SELECT count FROM event_types WHERE type='a'").fetchone() == (3,)
+    lines = b"".join(p.read_bytes() for p in writer.mirror.files()).splitlines()
+    assert sorted(json.loads(x)["id"] or "" for x in lines) == ["", "x", "y"]
+
+
+def test_type_named_like_sqlite_internal_gets_no_view(writer: Writer) -> None:
+    writer.commit([make_batch(1, [b'{"type":"sqlite_master"}'], Framer())])
+    assert writer.db.execute("SELECT count(*) FROM events WHERE type='sqlite_master'").fetchone() == (1,)
+    assert writer.db.execute("SELECT name FROM sqlite_master WHERE type='view'").fetchall() == []
+
+
+def test_recovery_replays_mirror_lines_missing_from_sqlite(tmp_path: Path) -> None:
+    """A crash after the mirror write but before the commit: the next start replays."""
+    w = Writer(tmp_path / "e.db", tmp_path / "m")
+    f = Framer()
+    w.commit([make_batch(1, [b'{"type":"a","n":1}'], f)])
+    lost = make_batch(2, [b'{"type":"a","n":2}', b'{"type":"b","n":3}'], f)
+    w.mirror.write(b"".join(lost[3]))  # mirror written, SQLite never committed
+    w.mirror.write(b'{"eid":99999999999999999,"type":"a","torn')  # torn half line
+    w.close()
+
+    w2 = Writer(tmp_path / "e.db", tmp_path / "m")
+    assert w2.recover() == 2
+    assert [r[0] for r in w2.db.execute("SELECT json_extract(data,'$.n') FROM events ORDER BY eid")] == [1, 2, 3]
+    assert w2.db.execute("SELECT count(*) FROM b_events").fetchone() == (1,)
+    content = b"".join(p.read_bytes() for p in w2.mirror.files())
+    assert content.endswith(b"\n") and b'torn' not in content
+    assert w2.recover() == 0  # idempotent
+    w2.close()
+
+
+def test_eid_floor_comes_from_the_database(writer: Writer) -> None:
+    f = Framer(EidClock())
+    writer.commit([make_batch(1, [b'{"type":"a"}'], f, now=4_000_000_000.0)])
+    top = store.max_eid(writer.db)
+    assert EidClock(top).next(1_800_000_000.0) > top
+
+
+def test_mirror_file_per_utc_day(tmp_path: Path) -> None:
+    m = Mirror(tmp_path / "m")
+    m.write(b"a\n", now=0.0)
+    m.write(b"b\n", now=86400.0 * 2 + 5)
+    m.close()
+    assert [p.name for p in m.files()] == ["1970-01-01.jsonl", "1970-01-03.jsonl"]
+
+
+def test_readonly_connect_does_not_create(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        store.connect(tmp_path / "missing.db", readonly=True).execute("SELECT 1")
+
+
+def test_view_names_are_validated() -> None:
+    assert store.view_name("tool") == "tool_events"
+    assert store.view_name("x'; DROP TABLE events; --") is None
+    assert store.view_name("sqlite_x") is None
+    db = sqlite3.connect(":memory:")
+    assert store.create_view(db, "a b") is False
