@@ -3,31 +3,66 @@
 One file, standard library only: copy it next to a hook if you like.
 
     from hookd_client import emit
-    emit("tool", tool_name="Read", session="s1")
+    emit("tool", tool_name="Read", session="s1")           # fire-and-forget
     emit("tool", {"tool_name": "Read"})
+    eid = emit("session_outcome", outcome="ok", wait=True)  # returns once committed
 
-``emit`` is fire-and-forget: it connects to the daemon's Unix socket without blocking, sends
-one JSON line and returns, in microseconds. It never raises into the hook. When the daemon
-cannot take the event (socket missing, connection refused, listen queue full) the event is
-dropped, counted in ``dropped()``, and ``emit`` returns False.
+Fire-and-forget (the default) connects to the daemon's Unix socket without blocking, sends one
+JSON line and returns, in microseconds. It never raises into the hook. When the daemon cannot
+take the event at once (socket missing, connection refused, listen queue full) the event is
+written to the spool directory instead, and the daemon picks it up when it runs.
 
-The socket is found like the daemon finds it: ``HOOKD_SOCKET``, else ``$HOOKD_HOME/hookd.sock``,
-else ``$XDG_RUNTIME_DIR/hookd/hookd.sock``, else ``/tmp/hookd-$UID/hookd.sock``.
+``wait=True`` (or a number of seconds) asks the daemon to acknowledge: ``emit`` returns the
+event's ``eid`` once it is committed to SQLite and written to the mirror, and raises
+``DaemonUnavailable`` or ``EventRejected`` (both ``HookdClientError``) otherwise. It does not
+spool.
+
+Paths, like the daemon's: the socket is ``HOOKD_SOCKET``, else ``$HOOKD_HOME/hookd.sock``, else
+``$XDG_RUNTIME_DIR/hookd/hookd.sock``, else ``/tmp/hookd-$UID/hookd.sock``; the spool is
+``HOOKD_SPOOL_DIR``, else ``$HOOKD_HOME/spool``, else ``$XDG_STATE_HOME/hookd/spool``
+(``~/.local/state/hookd/spool``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
+import time
 from typing import Any
 
-__all__ = ["emit", "socket_path", "dropped"]
+__all__ = [
+    "emit", "socket_path", "spool_dir", "dropped", "spooled",
+    "HookdClientError", "DaemonUnavailable", "EventRejected",
+]
+
+#: How long ``wait=True`` waits for the acknowledgement, in seconds.
+DEFAULT_WAIT = 5.0
+# A send that cannot finish at once (a very large event) may wait this long before spooling.
+_SEND_TIMEOUT = 1.0
 
 _dropped = 0
+_spooled = 0
+_counter = itertools.count()
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-# A send that cannot finish at once (a very large event) may wait this long before giving up.
-_SEND_TIMEOUT = 1.0
+
+
+class HookdClientError(Exception):
+    """Base of the errors ``emit(..., wait=True)`` raises."""
+
+
+class DaemonUnavailable(HookdClientError):
+    """The daemon could not be reached or did not answer in time."""
+
+
+class EventRejected(HookdClientError):
+    """The daemon refused the event. ``reason`` is a code from docs/protocol.md."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"hookd rejected the event: {reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 def socket_path() -> str:
@@ -45,9 +80,29 @@ def socket_path() -> str:
     return f"/tmp/hookd-{os.getuid()}/hookd.sock"
 
 
+def spool_dir() -> str:
+    """Where events wait while the daemon is down (see the module docs)."""
+    env = os.environ
+    path = env.get("HOOKD_SPOOL_DIR")
+    if path:
+        return path
+    home = env.get("HOOKD_HOME")
+    if home:
+        return os.path.join(home, "spool")
+    state = env.get("XDG_STATE_HOME")
+    if not (state and os.path.isabs(state)):
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "hookd", "spool")
+
+
 def dropped() -> int:
-    """Events this process could not hand to the daemon."""
+    """Events this process could neither hand to the daemon nor spool."""
     return _dropped
+
+
+def spooled() -> int:
+    """Events this process wrote to the spool because the daemon could not take them."""
+    return _spooled
 
 
 def _line(type: str, data: dict[str, Any] | None, fields: dict[str, Any]) -> bytes:
@@ -60,12 +115,43 @@ def _line(type: str, data: dict[str, Any] | None, fields: dict[str, Any]) -> byt
     return (_dumps(event) + "\n").encode("utf-8", "surrogatepass")
 
 
-def emit(type: str, data: dict[str, Any] | None = None, /, **fields: Any) -> bool:
+def _spool(payload: bytes) -> bool:
+    """Write one event to its own spool file: a temporary name, then an atomic rename."""
+    global _spooled, _dropped
+    try:
+        directory = spool_dir()
+        name = f"{time.time_ns()}-{os.getpid()}-{next(_counter)}{os.urandom(3).hex()}.jsonl"
+        tmp = os.path.join(directory, "." + name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.rename(tmp, os.path.join(directory, name))
+        _spooled += 1
+        return True
+    except Exception:
+        _dropped += 1
+        return False
+
+
+def emit(type: str, data: dict[str, Any] | None = None, /, *, wait: bool | float = False, **fields: Any) -> Any:
     """Send one event of ``type``; ``data`` and keyword ``fields`` become its JSON object.
 
-    Returns True once the whole line is handed to the daemon's socket, False if the event was
-    dropped. Never raises for a daemon that is down, busy or gone.
+    Fire-and-forget (default): returns True once the event is handed to the daemon or spooled,
+    False only if even the spool could not be written. Never raises.
+
+    ``wait=True`` or ``wait=SECONDS``: returns the event's eid (an int) once it is committed;
+    raises DaemonUnavailable or EventRejected.
     """
+    if wait:
+        return _emit_and_wait(_line(type, data, fields), DEFAULT_WAIT if wait is True else float(wait))
     global _dropped
     try:
         payload = _line(type, data, fields)
@@ -83,7 +169,39 @@ def emit(type: str, data: dict[str, Any] | None = None, /, **fields: Any) -> boo
             s.sendall(memoryview(payload)[sent:])
         return True
     except Exception:
-        _dropped += 1
-        return False
+        # Nothing of a partly sent line is stored (the daemon rejects a cut line), so the
+        # spooled copy is the only one.
+        return _spool(payload)
     finally:
         s.close()
+
+
+def _emit_and_wait(payload: bytes, timeout: float) -> int:
+    path = socket_path()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(b"?" + payload)
+            s.shutdown(socket.SHUT_WR)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        raise DaemonUnavailable(f"no hookd listening at {path} ({e.strerror}); start it with `hookd run`") from None
+    except TimeoutError:
+        raise DaemonUnavailable(f"hookd at {path} did not acknowledge within {timeout:g} s") from None
+    except OSError as e:
+        raise DaemonUnavailable(f"cannot talk to hookd at {path}: {e}") from None
+    if not buf:
+        raise DaemonUnavailable(f"hookd at {path} closed the connection without an answer")
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise DaemonUnavailable(f"hookd at {path} sent an unreadable answer: {buf[:200]!r}") from None
+    if reply.get("ok"):
+        return int(reply["eid"])
+    raise EventRejected(str(reply.get("reason")), str(reply.get("detail", "")))

@@ -16,7 +16,9 @@ from collections.abc import Callable
 
 import aiosqlite
 
+from . import spool
 from .errors import WriterError
+from .framing import LineSplitter
 from .paths import private_dir
 from .pipeline import Ingest, WriterLink
 from .server import FlowControl, Listener, Server
@@ -41,11 +43,38 @@ async def checkpointer(settings: Settings) -> None:
                 log.debug("checkpoint skipped: %s", e)
 
 
+async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> None:
+    """Feed spool files to the pipeline: at start, then every ``spool_interval`` seconds.
+
+    Reading happens in a thread; nothing is read while the pipeline is full (backpressure
+    applies to the spool too), and each round is bounded in files and bytes.
+    """
+    directory = settings.paths.spool_dir
+    while True:
+        if not flow.paused:
+            files = await asyncio.to_thread(spool.scan, directory, set(ingest.spool_inflight))
+            for f in files:
+                splitter = LineSplitter(settings.max_line)
+                lines = splitter.feed(f.data)
+                tail = splitter.finish()
+                if tail is not None:
+                    lines.append(tail)
+                for size, head in splitter.oversized:
+                    ingest.oversized(size, head, f.peer)
+                ingest.spooled(f.name, lines, f.spooled_at, f.peer)
+            if files:
+                log.info("read %d spooled file(s) from %s", len(files), directory)
+                ingest.flush()
+                continue  # there may be more: go again once the loop has breathed
+        await asyncio.sleep(settings.spool_interval)
+
+
 async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = None) -> int:
     """Run the daemon until SIGTERM or SIGINT. Returns the process exit status."""
     paths = settings.paths
     private_dir(paths.db.parent)
     private_dir(paths.mirror_dir)
+    private_dir(paths.spool_dir)
     listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -62,6 +91,7 @@ async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = 
         async with asyncio.TaskGroup() as tg:
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings), name="hookd-checkpointer")
+            sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             await server.start()
             log.info(
                 "ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir
@@ -70,8 +100,10 @@ async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = 
                 on_ready(server)
             await stop.wait()
             log.info("stopping: no new connections; reading what clients already sent")
+            sp.cancel()
             await server.stop(settings.shutdown_grace)
             await ingest.drain()
+            server.close_all()
             cp.cancel()
             code = await link.close()
             await replies

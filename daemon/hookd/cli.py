@@ -26,7 +26,8 @@ paths (flag > variable > HOOKD_HOME > default):
                                               (or /tmp/hookd-$UID/hookd.sock)
   database    --db,         HOOKD_DB          default $XDG_DATA_HOME/hookd/events.db
   mirror      --mirror-dir, HOOKD_MIRROR_DIR  default $XDG_STATE_HOME/hookd/mirror/
-  HOOKD_HOME=DIR puts them all under DIR: DIR/hookd.sock, DIR/events.db, DIR/mirror/
+  spool       --spool-dir,  HOOKD_SPOOL_DIR   default $XDG_STATE_HOME/hookd/spool/
+  HOOKD_HOME=DIR puts them all under DIR: DIR/hookd.sock, DIR/events.db, DIR/mirror/, DIR/spool/
 """
 
 
@@ -54,6 +55,7 @@ def _add_path_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", metavar="PATH", help="Unix socket to listen on (HOOKD_SOCKET)")
     p.add_argument("--db", metavar="PATH", help="SQLite database file (HOOKD_DB)")
     p.add_argument("--mirror-dir", metavar="DIR", help="directory of the JSONL mirror (HOOKD_MIRROR_DIR)")
+    p.add_argument("--spool-dir", metavar="DIR", help="where clients leave events while the daemon is down (HOOKD_SPOOL_DIR)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir)
+    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir, spool_dir=args.spool_dir)
     delay_ms = args.batch_delay if args.batch_delay is not None else _env_float("HOOKD_BATCH_DELAY_MS", 50.0)
     return Settings(
         paths=paths,

@@ -1,7 +1,8 @@
 """Where hookd keeps things, and the rules for choosing.
 
 Precedence for each path: command-line flag, then its own variable (``HOOKD_SOCKET``,
-``HOOKD_DB``, ``HOOKD_MIRROR_DIR``), then ``HOOKD_HOME``, then the XDG default.
+``HOOKD_DB``, ``HOOKD_MIRROR_DIR``, ``HOOKD_SPOOL_DIR``), then ``HOOKD_HOME``, then the XDG
+default.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def resolve(
     socket: str | None = None,
     db: str | None = None,
     mirror_dir: str | None = None,
+    spool_dir: str | None = None,
 ) -> Paths:
     """Work out every path from flags (the keyword arguments) and the environment."""
     env = os.environ if env is None else env
@@ -70,7 +72,7 @@ def resolve(
         mirror_dir=pick(
             mirror_dir, "HOOKD_MIRROR_DIR", "mirror", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/mirror"
         ),
-        spool_dir=pick(None, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"),
+        spool_dir=pick(spool_dir, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"),
     )
 
 

@@ -2,10 +2,12 @@
 
 ``Ingest`` is the server's LineSink: it frames each line (framing.Framer), collects rows,
 mirror lines and rejections into the current batch, and hands a batch to the ``WriterLink``
-when it reaches ``batch_size`` events or its oldest event has waited ``batch_delay``. While
-``max_inflight`` batches wait for their commit, reading from clients is paused.
+when it reaches ``batch_size`` events or its oldest event has waited ``batch_delay``; a batch
+holding an event whose sender waits for an acknowledgement goes at once (at the end of the
+current loop iteration). While ``max_inflight`` batches wait for their commit, reading from
+clients is paused.
 
-Nothing here blocks: the writer process does all disk I/O.
+Nothing here blocks: the writer process does all disk I/O, spool files are read in a thread.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from . import wire
 from .errors import WriterError
@@ -38,11 +42,37 @@ class Stats:
     """Counters since this daemon started."""
 
     started: float = field(default_factory=time.time)
-    received: int = 0  # lines that were events (framed fine)
+    received: int = 0  # lines that were events (framed fine), from sockets and the spool
+    spooled: int = 0  # of those, read from spool files
     committed: int = 0  # events committed to SQLite and the mirror
     duplicates: int = 0  # events not stored again because their client id was known
+    acked: int = 0  # acknowledgements sent
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+
+
+class Replier(Protocol):
+    """A connection that can answer acknowledged lines, in the order they came."""
+
+    def new_slot(self) -> int: ...
+    def reply(self, slot: int, data: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class Batch:
+    """What the daemon remembers about a batch until the writer has committed it."""
+
+    seq: int
+    rows: int
+    acks: list[tuple[int, int, Replier, int]]  # (row index, eid, connection, reply slot)
+    spool_names: list[str]
+
+
+_encode_reply = msgspec.json.Encoder().encode
+
+
+def error_reply(reason: str, detail: str) -> bytes:
+    return _encode_reply({"ok": False, "reason": reason, "detail": detail}) + b"\n"
 
 
 class WriterLink:
@@ -53,8 +83,8 @@ class WriterLink:
         self.proc: asyncio.subprocess.Process | None = None
         self.max_eid = 0
         self.replayed = 0
-        self._pending: dict[int, int] = {}  # seq -> rows in that batch
-        #: Called as (seq, rows, stored, duplicate_indexes) when a batch is committed.
+        self._pending: dict[int, Batch] = {}
+        #: Called as (batch, stored, duplicates) when a batch is committed.
         self.on_done: list[Any] = []
         self.failed: str | None = None
         self.drained = asyncio.Event()
@@ -71,6 +101,7 @@ class WriterLink:
             sys.executable, "-m", "hookd.writer",
             "--db", os.fspath(s.paths.db),
             "--mirror-dir", os.fspath(s.paths.mirror_dir),
+            "--spool-dir", os.fspath(s.paths.spool_dir),
             "--synchronous", s.synchronous,
             "--log-level", logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
             stdin=asyncio.subprocess.PIPE,
@@ -104,21 +135,27 @@ class WriterLink:
                 assert self.proc is not None
                 code = await self.proc.wait()
                 self.failed = msg[1] if msg else f"writer exited with status {code}"
-                if self._pending or msg is not None:
+                pending = list(self._pending.values())
+                self._pending.clear()
+                self.drained.set()
+                for batch in pending:
+                    for _i, _eid, conn, slot in batch.acks:
+                        conn.reply(slot, error_reply("store_failed", self.failed))
+                if pending or msg is not None:
                     raise WriterError(f"the writer process failed: {self.failed}")
                 return
             _, seq, stored, dups = msg
-            rows = self._pending.pop(seq)
+            batch = self._pending.pop(seq)
             if not self._pending:
                 self.drained.set()
             for cb in self.on_done:
-                cb(seq, rows, stored, dups)
+                cb(batch, stored, dups)
 
-    def send(self, seq: int, rows: int, frame: bytes) -> None:
+    def send(self, batch: Batch, frame: bytes) -> None:
         if self.failed is not None:
             raise WriterError(f"the writer process failed: {self.failed}")
         assert self.proc is not None and self.proc.stdin is not None
-        self._pending[seq] = rows
+        self._pending[batch.seq] = batch
         self.drained.clear()
         self.proc.stdin.write(frame)
 
@@ -143,36 +180,56 @@ class Ingest:
         self.flow = flow
         self.stats = Stats()
         self.framer = Framer(EidClock(link.max_eid))
+        #: Spool files handed to the writer and not yet committed: a rescan must skip them.
+        self.spool_inflight: set[str] = set()
         self._seq = 0
         self._rows: list[tuple] = []
         self._mirror: list[bytes] = []
         self._with_id: list[int] = []
         self._rejects: list[tuple] = []
+        self._acks: list[tuple[int, int, Replier, int]] = []
+        self._spool_names: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._urgent: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
         link.on_done.append(self._done)
 
     # -- LineSink -------------------------------------------------------------------------
-    def lines(self, lines: list[bytes], peer: Peer) -> None:
-        now = time.time()
+    def lines(self, lines: list[bytes], peer: Peer, conn: Replier | None = None, now: float | None = None) -> None:
+        """Frame complete lines. A line starting with ``?`` asks for an acknowledgement."""
+        if now is None:
+            now = time.time()
         frame = self.framer.frame
         rows = self._rows
         mirror = self._mirror
         before = len(rows)
         for line in lines:
+            slot = -1
+            if line.startswith(b"?") and conn is not None:
+                line = line[1:]
+                slot = conn.new_slot()
             try:
                 result = frame(line, now, peer)
             except Rejection as r:
                 self._reject(r.reason, r.detail, line, now, peer)
+                if slot >= 0:
+                    conn.reply(slot, error_reply(r.reason, r.detail))  # type: ignore[union-attr]
                 continue
             if result is None:
+                if slot >= 0:
+                    conn.reply(slot, error_reply("empty", "an acknowledged line needs an event"))  # type: ignore[union-attr]
                 continue
             row, mline = result
             if row[4] is not None:
                 self._with_id.append(len(rows))
+            if slot >= 0:
+                self._acks.append((len(rows), row[0], conn, slot))  # type: ignore[arg-type]
             rows.append(row)
             mirror.append(mline)
         self.stats.received += len(rows) - before
+        if self._acks and self._urgent is None:
+            # Someone waits: commit at the end of this loop iteration, not after the deadline.
+            self._urgent = self._loop.call_soon(self.flush)
         self._schedule()
 
     def oversized(self, size: int, head: bytes, peer: Peer) -> None:
@@ -181,6 +238,14 @@ class Ingest:
             head, time.time(), peer, size=size,
         )
         self._schedule()
+
+    def spooled(self, name: str, lines: list[bytes], spooled_at: float, peer: Peer) -> None:
+        """The lines of one spool file; the file is deleted once they are committed."""
+        before = self.stats.received
+        self.spool_inflight.add(name)
+        self._spool_names.append(name)
+        self.lines(lines, peer, None, now=spooled_at)
+        self.stats.spooled += self.stats.received - before
 
     # -- batching -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, line: bytes, now: float, peer: Peer, size: int | None = None) -> None:
@@ -192,7 +257,7 @@ class Ingest:
         n = len(self._rows) + len(self._rejects)
         if n >= self.settings.batch_size:
             self.flush()
-        elif n and self._timer is None:
+        elif (n or self._spool_names) and self._timer is None:
             self._timer = self._loop.call_later(self.settings.batch_delay, self.flush)
 
     def flush(self) -> None:
@@ -200,20 +265,34 @@ class Ingest:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._rows and not self._rejects:
+        if self._urgent is not None:
+            self._urgent.cancel()
+            self._urgent = None
+        if not self._rows and not self._rejects and not self._spool_names:
             return
         self._seq += 1
         rows, self._rows = self._rows, []
-        frame = wire.pack(["batch", self._seq, rows, self._mirror, self._with_id, self._rejects])
-        self._mirror, self._with_id, self._rejects = [], [], []
+        batch = Batch(self._seq, len(rows), self._acks, self._spool_names)
+        frame = wire.pack(["batch", self._seq, rows, self._mirror, self._with_id, self._rejects, self._spool_names])
+        self._mirror, self._with_id, self._rejects, self._acks, self._spool_names = [], [], [], [], []
         self.stats.batches += 1
-        self.link.send(self._seq, len(rows), frame)
+        self.link.send(batch, frame)
         if self.link.inflight >= self.settings.max_inflight:
             self.flow.pause()
 
-    def _done(self, seq: int, rows: int, stored: int, dups: list[int]) -> None:
+    def _done(self, batch: Batch, stored: int, dups: list[list[int]]) -> None:
         self.stats.committed += stored
         self.stats.duplicates += len(dups)
+        if batch.acks:
+            known = dict(dups) if dups else {}
+            for i, eid, conn, slot in batch.acks:
+                if i in known:
+                    conn.reply(slot, b'{"ok":true,"eid":%d,"duplicate":true}\n' % known[i])
+                else:
+                    conn.reply(slot, b'{"ok":true,"eid":%d}\n' % eid)
+            self.stats.acked += len(batch.acks)
+        if batch.spool_names:
+            self.spool_inflight.difference_update(batch.spool_names)
         if self.link.inflight < self.settings.max_inflight:
             self.flow.resume()
 
@@ -221,4 +300,3 @@ class Ingest:
         """Flush the open batch and wait until every batch is committed."""
         self.flush()
         await self.link.drained.wait()
-

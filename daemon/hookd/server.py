@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import time
+from collections import deque
 from pathlib import Path
 from typing import Protocol
 
@@ -32,7 +33,7 @@ _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 class LineSink(Protocol):
     """Where complete lines go. Implemented by the ingest pipeline."""
 
-    def lines(self, lines: list[bytes], peer: Peer) -> None: ...
+    def lines(self, lines: list[bytes], peer: Peer, conn: EventProtocol | None = None) -> None: ...
     def oversized(self, size: int, head: bytes, peer: Peer) -> None: ...
 
 
@@ -63,15 +64,23 @@ class FlowControl:
 
 
 class EventProtocol(asyncio.Protocol):
-    """One client connection: split bytes into lines, hand them on, keep the tail."""
+    """One client connection: split bytes into lines, hand them on, keep the tail.
 
-    __slots__ = ("_server", "_transport", "_splitter", "_peer")
+    Lines that ask for an acknowledgement get a reply slot; replies are written in the order
+    the lines came, and a client that half-closes (EOF) is answered before the connection
+    closes.
+    """
+
+    __slots__ = ("_server", "_transport", "_splitter", "_peer", "_slots", "_head", "_eof")
 
     def __init__(self, server: Server) -> None:
         self._server = server
         self._splitter = LineSplitter(server.max_line)
         self._peer = NO_PEER
         self._transport: asyncio.Transport | None = None
+        self._slots: deque[bytes | None] | None = None
+        self._head = 0
+        self._eof = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
@@ -92,7 +101,32 @@ class EventProtocol(asyncio.Protocol):
         if splitter.oversized:
             self._report_oversized()
         if lines:
-            self._server.sink.lines(lines, self._peer)
+            self._server.sink.lines(lines, self._peer, self)
+
+    # -- acknowledgements -----------------------------------------------------------------
+    def new_slot(self) -> int:
+        if self._slots is None:
+            self._slots = deque()
+        self._slots.append(None)
+        return self._head + len(self._slots) - 1
+
+    def reply(self, slot: int, data: bytes) -> None:
+        slots = self._slots
+        t = self._transport
+        if slots is None or t is None:
+            return
+        slots[slot - self._head] = data
+        while slots and slots[0] is not None:
+            out = slots.popleft()
+            self._head += 1
+            if not t.is_closing():
+                t.write(out)  # type: ignore[arg-type]
+        if not slots and self._eof:
+            t.close()
+
+    @property
+    def awaiting_replies(self) -> bool:
+        return bool(self._slots)
 
     def _report_oversized(self) -> None:
         for size, head in self._splitter.oversized:
@@ -101,7 +135,9 @@ class EventProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._finish()
-        return False  # close our side too: one stream per client, no half-open sockets
+        self._eof = True
+        # Keep the socket open for writing while acknowledgements are owed; otherwise close.
+        return self.awaiting_replies
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
@@ -113,10 +149,11 @@ class EventProtocol(asyncio.Protocol):
         if self._splitter.oversized:
             self._report_oversized()
         if tail is not None:
-            self._server.sink.lines([tail], self._peer)
+            self._server.sink.lines([tail], self._peer, self)
 
     def read_what_is_left(self) -> None:
-        """At shutdown: read whatever the kernel still holds for this connection, then close.
+        """At shutdown: read whatever the kernel still holds for this connection, then close
+        it (once its acknowledgements, if any, are written).
 
         The transport is paused first so nothing is read twice; a duplicate of the descriptor
         lets us read without going through the loop.
@@ -142,7 +179,9 @@ class EventProtocol(asyncio.Protocol):
                 finally:
                     dup.close()
         self._finish()
-        t.close()
+        self._eof = True
+        if not self.awaiting_replies:
+            t.close()
 
 
 class Listener:
@@ -302,6 +341,12 @@ class Server:
         for proto in list(self.connections):
             proto.read_what_is_left()
         await asyncio.sleep(0)  # let connection_lost callbacks run
+
+    def close_all(self) -> None:
+        """After the last commit: close connections that were kept open for their replies."""
+        for proto in list(self.connections):
+            if proto._transport is not None:
+                proto._transport.close()
 
     async def _accept_backlog(self, loop: asyncio.AbstractEventLoop) -> None:
         sock = self._drain_sock

@@ -30,6 +30,8 @@ class Settings:
     backlog: int = 4096
     #: How often the daemon checkpoints the WAL from its own connection (seconds).
     checkpoint_interval: float = 0.5
+    #: How often the spool directory is scanned for events clients left there (seconds).
+    spool_interval: float = 1.0
 
     def validate(self) -> Settings:
         if not 1 <= self.batch_size <= 100_000:

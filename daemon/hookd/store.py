@@ -74,8 +74,31 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _m002_counters_and_spool(db: sqlite3.Connection) -> None:
+    for stmt in _statements(
+        """
+        -- Totals that survive restarts (and the trimming of `rejected`): every event not stored,
+        -- by reason, and other lifetime counts. Names are documented in docs/protocol.md.
+        CREATE TABLE counters (
+            name  TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        -- Spool files whose events are committed but whose file may not be deleted yet: a crash
+        -- between the commit and the unlink must not ingest the file twice.
+        CREATE TABLE spool_done (
+            name TEXT PRIMARY KEY
+        ) WITHOUT ROWID;
+        """
+    ):
+        db.execute(stmt)
+
+
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
-MIGRATIONS: Sequence[tuple[int, str, Migration]] = ((1, "initial", _m001_initial),)
+MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
+    (1, "initial", _m001_initial),
+    (2, "counters_and_spool", _m002_counters_and_spool),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 SYNCHRONOUS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
@@ -87,8 +110,10 @@ INSERT_EVENT = (
 INSERT_REJECTED = (
     "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-UPSERT_TYPE = (
-    "INSERT INTO event_types (type, count, first_ts, last_ts) VALUES (?, ?, ?, ?) "
+#: Per-type counts for the rows of one transaction, found by their eid range (no Python per row).
+TYPES_FROM_RANGE = (
+    "INSERT INTO event_types (type, count, first_ts, last_ts) "
+    "SELECT type, count(*), min(ts), max(ts) FROM events WHERE eid BETWEEN ? AND ? GROUP BY type "
     "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
     "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
 )
@@ -188,12 +213,12 @@ def max_eid(db: sqlite3.Connection) -> int:
     return db.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0]
 
 
-def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Iterable[int]) -> list[int]:
-    """Insert rows inside the caller's transaction. Returns the indexes of rows not stored
-    because an event with the same client ``id`` (or eid) is already there.
+def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Iterable[int]) -> list[list[int]]:
+    """Insert rows inside the caller's transaction. Returns ``[index, stored_eid]`` for each row
+    not stored because an event with the same client ``id`` is already there.
 
     Rows without a client id go through one ``executemany``; the few with one are inserted
-    alone so that a duplicate can be told apart.
+    alone so that a duplicate can be told apart (and the stored event's eid looked up).
     """
     keyed = set(with_id)
     if not keyed:
@@ -205,10 +230,17 @@ def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Ite
     dropped = []
     for i in sorted(keyed):
         if db.execute(INSERT_EVENT, rows[i]).rowcount == 0:
-            dropped.append(i)
+            found = db.execute("SELECT eid FROM events WHERE client_id = ?", (rows[i][4],)).fetchone()
+            dropped.append([i, found[0] if found else rows[i][0]])
     return dropped
 
 
-def upsert_types(db: sqlite3.Connection, stats: dict[str, list[float]]) -> None:
-    """``stats``: type -> [count, first_ts, last_ts] for one batch."""
-    db.executemany(UPSERT_TYPE, [(t, int(c), lo, hi) for t, (c, lo, hi) in stats.items()])
+def bump_counters(db: sqlite3.Connection, counts: dict[str, int]) -> None:
+    db.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        [(k, v) for k, v in counts.items() if v],
+    )
+
+
+def counters(db: sqlite3.Connection) -> dict[str, int]:
+    return dict(db.execute("SELECT name, value FROM counters ORDER BY name").fetchall())

@@ -1,11 +1,11 @@
 """Frames between the daemon and its writer process: 4-byte length, then msgpack.
 
 Daemon to writer:
-    ["batch", seq, rows, mirror_lines, with_id, rejects]
+    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names]
     ["close"]
 Writer to daemon:
     ["ready", max_eid, schema_version]
-    ["done", seq, stored, duplicates]      duplicates: indexes into rows not stored
+    ["done", seq, stored, duplicates]      duplicates: [index into rows, eid already stored]
     ["fatal", message]
 """
 

@@ -18,6 +18,7 @@ answers on stdout. It ignores SIGINT and SIGTERM: the daemon decides when it end
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import select
@@ -38,18 +39,15 @@ log = logging.getLogger("hookd.writer")
 #: Frames read back to back are committed in one transaction, up to this many.
 MAX_COALESCE = 16
 
-TYPES_FROM_RANGE = (
-    "INSERT INTO event_types (type, count, first_ts, last_ts) "
-    "SELECT type, count(*), min(ts), max(ts) FROM events WHERE eid BETWEEN ? AND ? GROUP BY type "
-    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
-    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
-)
 
 
 class Writer:
     """Owns the write connection and the mirror; every method runs in this process only."""
 
-    def __init__(self, db_path: Path, mirror_dir: Path, *, synchronous: str = "normal") -> None:
+    def __init__(
+        self, db_path: Path, mirror_dir: Path, *, spool_dir: Path | None = None, synchronous: str = "normal"
+    ) -> None:
+        self.spool_dir = spool_dir
         db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.db = store.connect(db_path, synchronous=synchronous)
         # The daemon checkpoints from its own connection; this is only a safety net so the WAL
@@ -60,9 +58,27 @@ class Writer:
         self.types = store.known_types(self.db)
 
     def recover(self) -> int:
-        """Bring SQLite level with the mirror after a crash. Returns the events replayed."""
+        """Bring SQLite level with the mirror after a crash. Returns the events replayed.
+
+        Also finishes spool files whose events were committed before the crash but whose
+        files were not yet deleted, so that they are not ingested twice.
+        """
         self.mirror.repair_torn_tail()
-        return self.load(self.mirror.records_after(store.max_eid(self.db)))
+        replayed = self.load(self.mirror.records_after(store.max_eid(self.db)))
+        done = [name for (name,) in self.db.execute("SELECT name FROM spool_done")]
+        if done:
+            self._remove_spooled(done)
+        return replayed
+
+    def _remove_spooled(self, names: list[str]) -> None:
+        """Delete committed spool files, then forget them (a crash in between is harmless)."""
+        if self.spool_dir is not None:
+            for name in names:
+                try:
+                    os.unlink(self.spool_dir / name)
+                except FileNotFoundError:
+                    pass
+        self.db.execute("DELETE FROM spool_done WHERE name IN (SELECT value FROM json_each(?))", (json.dumps(names),))
 
     def load(self, records: Iterable[MirrorRecord], chunk: int = 20_000) -> int:
         """Insert mirror records (recovery, rebuild) in large transactions. Not mirrored again."""
@@ -84,7 +100,7 @@ class Writer:
             before = db.total_changes
             db.executemany(store.INSERT_EVENT, rows)
             stored = db.total_changes - before
-            db.execute(TYPES_FROM_RANGE, (min(r[0] for r in rows), max(r[0] for r in rows)))
+            db.execute(store.TYPES_FROM_RANGE, (min(r[0] for r in rows), max(r[0] for r in rows)))
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
@@ -114,26 +130,37 @@ class Writer:
         db = self.db
         replies = []
         out: list[bytes] = []
+        spooled: list[str] = []
+        counts: dict[str, int] = {}
         lo = hi = None
         db.execute("BEGIN IMMEDIATE")
         try:
-            for _kind, seq, rows, mirror_lines, with_id, rejects in batches:
+            for _kind, seq, rows, mirror_lines, with_id, rejects, spool_names in batches:
                 dups = store.insert_events(db, rows, with_id) if rows else []
                 if dups:
-                    skip = set(dups)
+                    skip = {i for i, _eid in dups}
                     out.extend(line for i, line in enumerate(mirror_lines) if i not in skip)
+                    counts["duplicate"] = counts.get("duplicate", 0) + len(dups)
                 else:
                     out.extend(mirror_lines)
                 if rejects:
                     db.executemany(store.INSERT_REJECTED, rejects)
+                    for r in rejects:
+                        key = "rejected." + r[1]
+                        counts[key] = counts.get(key, 0) + 1
+                if spool_names:
+                    db.executemany("INSERT OR IGNORE INTO spool_done (name) VALUES (?)", [(n,) for n in spool_names])
+                    spooled.extend(spool_names)
                 if rows:
                     first, last = rows[0][0], rows[-1][0]
                     lo = first if lo is None else min(lo, first)
                     hi = last if hi is None else max(hi, last)
+                counts["committed"] = counts.get("committed", 0) + len(rows) - len(dups)
                 replies.append(["done", seq, len(rows) - len(dups), dups])
             if lo is not None:
-                db.execute(TYPES_FROM_RANGE, (lo, hi))
+                db.execute(store.TYPES_FROM_RANGE, (lo, hi))
                 self._new_views()
+            store.bump_counters(db, counts)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -148,6 +175,8 @@ class Writer:
         except sqlite3.OperationalError as e:
             db.execute("ROLLBACK")
             raise _MirroredThenFailed(e) from None
+        if spooled:
+            self._remove_spooled(spooled)
         return replies
 
     def _new_views(self) -> None:
@@ -242,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="hookd-writer", description="hookd's writer process (internal)")
     p.add_argument("--db", required=True, type=Path)
     p.add_argument("--mirror-dir", required=True, type=Path)
+    p.add_argument("--spool-dir", type=Path)
     p.add_argument("--synchronous", default="normal", choices=sorted(store.SYNCHRONOUS))
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="hookd[writer]: %(levelname)s: %(message)s")
     try:
-        writer = Writer(args.db, args.mirror_dir, synchronous=args.synchronous)
+        writer = Writer(args.db, args.mirror_dir, spool_dir=args.spool_dir, synchronous=args.synchronous)
         replayed = writer.recover()
         if replayed:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
