@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hookd.cli import build_parser, main, parse_fields
 from hookd.errors import ConfigError
 from hookd.paths import resolve
@@ -80,12 +79,18 @@ def test_help_lists_every_command_and_flag() -> None:
         assert flag in out.stdout
 
 
-def test_hookd_emit_reports_a_missing_daemon(tmp_path: Path) -> None:
+def test_hookd_emit_spools_when_the_daemon_is_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
     env["HOOKD_HOME"] = str(tmp_path)
     out = subprocess.run([sys.executable, "-m", "hookd", "emit", "x", "a=1"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "spooled" in out.stderr and "hookd run" in out.stderr
+    assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
+    out = subprocess.run(
+        [sys.executable, "-m", "hookd", "emit", "--wait", "x", "a=1"], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 1
-    assert "hookd run" in out.stderr
+    assert "no hookd listening" in out.stderr
 
 
 def test_hookd_emit_sends(daemon) -> None:

@@ -101,15 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"], help="(HOOKD_LOG_LEVEL; default info)",
     )
 
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="recreate the database from the JSONL mirror",
+        description="Recreate the database from the mirror files alone (the daemon must be stopped). "
+        "The old database is kept beside it as <db>.bak-<time>; rejected lines and counters are "
+        "copied from it when it is still readable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=PATHS_HELP,
+    )
+    _add_path_flags(rebuild)
+
     emit = sub.add_parser(
         "emit",
         help="send one event from a terminal",
         description="Send one event. KEY=VALUE sets a string field; KEY:=JSON sets a field "
-        "to a JSON value (number, true, object...). Exit 0 when the daemon took it, 1 when not.",
+        "to a JSON value (number, true, object...). Exit 0 when the daemon took it or it was "
+        "spooled for later (a note on stderr says so); with --wait, 0 once committed, 1 if not.",
         epilog="example: hookd emit deploy service=api ok:=true duration_ms:=812",
     )
     emit.add_argument("type", metavar="TYPE", help="event type, e.g. tool or git_commit")
     emit.add_argument("fields", nargs="*", metavar="KEY=VALUE|KEY:=JSON")
+    emit.add_argument("--wait", action="store_true", help="wait until the event is committed and print its eid")
     emit.add_argument("--socket", metavar="PATH", help="daemon socket (HOOKD_SOCKET)")
     return parser
 
@@ -163,17 +176,40 @@ def cmd_emit(args: argparse.Namespace) -> int:
     if args.socket:
         os.environ["HOOKD_SOCKET"] = args.socket
     fields = parse_fields(args.fields)
-    if hookd_client.emit(args.type, fields):
+    if args.wait:
+        try:
+            print(hookd_client.emit(args.type, fields, wait=True))
+        except hookd_client.HookdClientError as e:
+            print(f"hookd: {e}", file=sys.stderr)
+            return 1
         return 0
-    print(
-        f"hookd: the daemon did not take the event (no daemon at {hookd_client.socket_path()}?); "
-        "start it with `hookd run`",
-        file=sys.stderr,
-    )
-    return 1
+    before = hookd_client.spooled()
+    if not hookd_client.emit(args.type, fields):
+        print(f"hookd: the event could not be sent nor spooled to {hookd_client.spool_dir()}", file=sys.stderr)
+        return 1
+    if hookd_client.spooled() > before:
+        print(
+            f"hookd: no daemon at {hookd_client.socket_path()}; the event was spooled to "
+            f"{hookd_client.spool_dir()} and will be stored when hookd runs (`hookd run`)",
+            file=sys.stderr,
+        )
+    return 0
 
 
-COMMANDS = {"run": cmd_run, "emit": cmd_emit}
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from .rebuild import rebuild
+
+    logging.basicConfig(level="WARNING", stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
+    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir, spool_dir=args.spool_dir)
+    result = rebuild(paths)
+    print(f"rebuilt {paths.db}: {result.events} events from {result.files} mirror file(s)")
+    if result.backup is not None:
+        kept = "rejected lines and counters copied from it" if result.carried_over else "it could not be read"
+        print(f"the old database is kept as {result.backup} ({kept})")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -96,6 +96,10 @@ class EventProtocol(asyncio.Protocol):
         self._server.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._server.flow.paused:
+            # uvloop starts reading after connection_made returns, undoing a pause made there;
+            # catch such a connection at its first read. This chunk is still handled.
+            self._transport.pause_reading()  # type: ignore[union-attr]
         splitter = self._splitter
         lines = splitter.feed(data)
         if splitter.oversized:

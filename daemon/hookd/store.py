@@ -137,7 +137,10 @@ def connect(path: Path, *, synchronous: str = "normal", readonly: bool = False) 
                 raise StoreError(f"{path}: cannot switch the database to WAL mode (got {mode})")
             db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
     except sqlite3.DatabaseError as e:
-        raise StoreError(f"cannot open database {path}: {e}") from None
+        hint = ""
+        if not isinstance(e, sqlite3.OperationalError) or "not a database" in str(e) or "malformed" in str(e):
+            hint = "; move it aside, or run `hookd rebuild` (with the daemon stopped) to recreate it from the mirror"
+        raise StoreError(f"cannot open database {path}: {e}{hint}") from None
     return db
 
 

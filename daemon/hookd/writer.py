@@ -18,6 +18,7 @@ answers on stdout. It ignores SIGINT and SIGTERM: the daemon decides when it end
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ class Writer:
     ) -> None:
         self.spool_dir = spool_dir
         db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = _exclusive(db_path.with_name(db_path.name + ".writer-lock"))
         self.db = store.connect(db_path, synchronous=synchronous)
         # The daemon checkpoints from its own connection; this is only a safety net so the WAL
         # cannot grow without bound if that ever stops.
@@ -194,6 +196,19 @@ class Writer:
             log.warning("final WAL checkpoint skipped: %s", e)
         self.db.close()
         self.mirror.close()
+        os.close(self._lock_fd)
+
+
+def _exclusive(path: Path) -> int:
+    """One writer per database: after a daemon is killed, its writer may still be committing
+    what it had received; the next writer waits for it instead of racing it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.warning("another writer still holds %s; waiting for it to finish", path)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 class _MirroredThenFailed(Exception):
@@ -282,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         if replayed:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
         _send(["ready", store.max_eid(writer.db), store.SCHEMA_VERSION, replayed])
+    except sqlite3.DatabaseError as e:
+        _send(["fatal", f"database {args.db} is unreadable ({e}); move it aside, or run `hookd rebuild` "
+               "(with the daemon stopped) to recreate it from the mirror"])
+        return 1
     except (HookdError, OSError, sqlite3.Error) as e:
         _send(["fatal", str(e)])
         return 1

@@ -1,0 +1,109 @@
+"""``hookd rebuild``: recreate the database from the mirror files alone.
+
+The mirror is the durable log and SQLite its index, so a lost or corrupt database can always be
+rebuilt. The new database is built beside the old one and swapped in by rename; the old files
+are kept as ``<db>.bak-<time>`` (with their -wal/-shm) for the user to delete. ``rejected`` rows
+and ``counters`` are copied over from the old database when it can still be read (the mirror
+holds only stored events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import store
+from .errors import AlreadyRunning, HookdError
+from .paths import Paths, private_dir
+from .writer import Writer
+
+log = logging.getLogger("hookd.rebuild")
+
+
+@dataclass
+class RebuildResult:
+    events: int
+    files: int
+    backup: Path | None
+    carried_over: bool
+
+
+def _daemon_running(paths: Paths) -> bool:
+    try:
+        fd = os.open(paths.lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _sidecars(db: Path) -> list[Path]:
+    return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
+
+
+def rebuild(paths: Paths) -> RebuildResult:
+    if _daemon_running(paths):
+        raise AlreadyRunning(f"hookd is running on {paths.socket}; stop it before rebuilding its database")
+    files = sorted(paths.mirror_dir.glob("????-??-??.jsonl"))
+    if not files:
+        raise HookdError(f"no mirror files in {paths.mirror_dir}: nothing to rebuild from")
+    private_dir(paths.db.parent)
+    tmp = paths.db.with_name(paths.db.name + f".rebuild-{os.getpid()}")
+    for p in _sidecars(tmp):
+        p.unlink(missing_ok=True)
+    writer = Writer(tmp, paths.mirror_dir)
+    try:
+        writer.mirror.repair_torn_tail()
+        events = writer.load(writer.mirror.records_after(0))
+        carried = _carry_over(writer.db, paths.db)
+    finally:
+        writer.close()
+        tmp.with_name(tmp.name + ".writer-lock").unlink(missing_ok=True)
+    backup = None
+    if paths.db.exists():
+        backup = paths.db.with_name(paths.db.name + time.strftime(".bak-%Y%m%dT%H%M%S"))
+        for old, new in zip(_sidecars(paths.db), _sidecars(backup), strict=True):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(old, new)
+    for old, new in zip(_sidecars(tmp), _sidecars(paths.db), strict=True):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(old, new)
+    return RebuildResult(events, len(files), backup, carried)
+
+
+def _carry_over(new: sqlite3.Connection, old_path: Path) -> bool:
+    """Copy ``rejected`` and ``counters`` from the old database, if it is readable."""
+    if not old_path.exists():
+        return False
+    try:
+        new.execute("ATTACH DATABASE ? AS old", (os.fspath(old_path),))
+    except sqlite3.DatabaseError as e:
+        log.warning("old database not readable (%s): rejected lines and counters start empty", e)
+        return False
+    try:
+        new.execute("BEGIN")
+        new.execute(
+            "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) "
+            "SELECT recv_ts, reason, detail, size, preview, pid, uid FROM old.rejected ORDER BY rid"
+        )
+        if store.schema_version(new) >= 2:
+            new.execute("INSERT OR REPLACE INTO counters SELECT name, value FROM old.counters")
+        new.execute("COMMIT")
+        return True
+    except sqlite3.DatabaseError as e:
+        new.execute("ROLLBACK")
+        log.warning("could not copy rejected lines and counters from the old database: %s", e)
+        return False
+    finally:
+        new.execute("DETACH DATABASE old")
