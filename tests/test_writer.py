@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from hookd import store
 from hookd.errors import StoreError
 from hookd.framing import EidClock, Framer, Peer
@@ -25,7 +24,7 @@ def make_batch(seq: int, lines: list[bytes], framer: Framer, now: float = 1_800_
             with_id.append(len(rows))
         rows.append(list(row))
         mirror.append(m)
-    return ["batch", seq, rows, mirror, with_id, []]
+    return ["batch", seq, rows, mirror, with_id, [], []]
 
 
 @pytest.fixture
@@ -37,7 +36,9 @@ def writer(tmp_path: Path) -> Writer:
 
 def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
     assert writer.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert writer.db.execute("SELECT version, name FROM schema_migrations").fetchall() == [(1, "initial")]
+    assert writer.db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
+        (1, "initial"), (2, "counters_and_spool")
+    ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id"} <= indexes
     # migrating again is a no-op
@@ -79,10 +80,12 @@ def test_batches_store_rows_views_types_and_mirror(writer: Writer) -> None:
 
 def test_duplicate_client_ids_are_stored_and_mirrored_once(writer: Writer) -> None:
     f = Framer()
-    r1 = writer.commit([make_batch(1, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"x"}', b'{"type":"a"}'], f)])
-    r2 = writer.commit([make_batch(2, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"y"}'], f)])
-    assert r1 == [["done", 1, 2, [1]]]
-    assert r2 == [["done", 2, 1, [0]]]
+    b1 = make_batch(1, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"x"}', b'{"type":"a"}'], f)
+    b2 = make_batch(2, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"y"}'], f)
+    first_x = b1[2][0][0]
+    assert writer.commit([b1]) == [["done", 1, 2, [[1, first_x]]]]
+    assert writer.commit([b2]) == [["done", 2, 1, [[0, first_x]]]]
+    assert store.counters(writer.db) == {"committed": 3, "duplicate": 2}
     assert writer.db.execute("SELECT count(*) FROM events").fetchone() == (3,)
     assert writer.db.execute("SELECT count FROM event_types WHERE type='a'").fetchone() == (3,)
     lines = b"".join(p.read_bytes() for p in writer.mirror.files()).splitlines()
