@@ -66,9 +66,7 @@ def run_hookd(clients: int, n: int) -> float:
     home = Path(tempfile.mkdtemp(prefix="hookd-bench-", dir="/tmp"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
     env["HOOKD_HOME"] = str(home)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hookd", "run", "--log-level", "warning"], env=env, cwd=ROOT
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "hookd", "run", "--log-level", "warning"], env=env, cwd=ROOT)
     try:
         sock = home / "hookd.sock"
         while not sock.exists():

@@ -54,8 +54,11 @@ class Daemon:
         self._exited.clear()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hookd", "run", *self.args],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
         if wait:

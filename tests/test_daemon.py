@@ -19,7 +19,11 @@ from conftest import SHELL_CLIENT, Daemon, clean_env
 def emit_in_subprocess(home, code: str) -> str:
     out = subprocess.run(
         [sys.executable, "-c", "from hookd_client import emit\n" + code],
-        env=clean_env(home), capture_output=True, text=True, timeout=30, check=True,
+        env=clean_env(home),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return out.stdout
 
@@ -32,7 +36,9 @@ def test_events_from_all_three_clients_land_once_in_table_view_and_mirror(daemon
     subprocess.run([str(SHELL_CLIENT), "git_commit", '{"sha": "abc123"}'], env=clean_env(home), check=True, timeout=10)
     subprocess.run(
         [socat, "-u", "-", f"UNIX-CONNECT:{daemon.socket}"],
-        input=b'{"type":"raw","n":1}\n{"event":"Routing-Metrics","n":2}', check=True, timeout=10,
+        input=b'{"type":"raw","n":1}\n{"event":"Routing-Metrics","n":2}',
+        check=True,
+        timeout=10,
     )
     assert daemon.stop() == 0
 
@@ -77,7 +83,15 @@ def test_bad_lines_are_rejected_with_reasons_and_cost_no_good_event(daemon: Daem
     assert daemon.stop() == 0
     assert daemon.count("type = 'good'") == len(good)
     reasons = [r[0] for r in daemon.query("SELECT reason FROM rejected ORDER BY rid")]
-    assert reasons == ["invalid_json", "not_object", "bad_type", "missing_type", "bad_field", "invalid_json", "invalid_utf8"]
+    assert reasons == [
+        "invalid_json",
+        "not_object",
+        "bad_type",
+        "missing_type",
+        "bad_field",
+        "invalid_json",
+        "invalid_utf8",
+    ]
     previews = [r[0] for r in daemon.query("SELECT preview FROM rejected ORDER BY rid")]
     assert previews[0] == "not json"
     assert "\\xff" in previews[-1]
@@ -107,7 +121,10 @@ def test_client_id_is_stored_once(daemon: Daemon) -> None:
     daemon.send(line)
     daemon.send(b'{"type":"job","id":7}\n{"type":"job","id":"7"}\n')
     assert daemon.stop() == 0
-    assert daemon.query("SELECT client_id, count(*) FROM events GROUP BY client_id ORDER BY 1") == [("7", 1), ("run-42", 1)]
+    assert daemon.query("SELECT client_id, count(*) FROM events GROUP BY client_id ORDER BY 1") == [
+        ("7", 1),
+        ("run-42", 1),
+    ]
     assert len(daemon.mirror_lines()) == 2
 
 
@@ -226,7 +243,8 @@ def test_signal_under_load_loses_nothing_that_was_sent(home, sig: int) -> None:
     for k in range(3):
         assert stored.get(k, 0) >= sent[k] - 1000, (k, stored, sent)
     dup = d.query(
-        "SELECT count(*) FROM (SELECT 1 FROM events GROUP BY json_extract(data,'$.k'), json_extract(data,'$.i') HAVING count(*) > 1)"
+        "SELECT count(*) FROM (SELECT 1 FROM events "
+        "GROUP BY json_extract(data,'$.k'), json_extract(data,'$.i') HAVING count(*) > 1)"
     )
     assert dup == [(0,)]
 

@@ -36,7 +36,10 @@ def test_normalize_type(raw: str, want: str | None) -> None:
     assert normalize_type(raw) == want
 
 
-def frame(line: bytes, now: float = 1000.0, peer: Peer = Peer(10, 20)) -> tuple:
+PEER = Peer(10, 20)
+
+
+def frame(line: bytes, now: float = 1000.0, peer: Peer = PEER) -> tuple:
     result = Framer().frame(line, now, peer)
     assert result is not None
     return result

@@ -11,9 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -67,7 +65,9 @@ def test_acknowledged_events_survive_kill_9_exactly_once(home: Path, tmp_path: P
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", ACKED_CLIENT, str(k), str(per_client), str(tmp_path / f"acks-{k}")],
-            env=env, stdout=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for k in range(clients)
     ]
@@ -118,7 +118,9 @@ def test_daemon_down_events_wait_in_the_spool_and_arrive_once(home: Path) -> Non
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(k), str(per_client)], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(k), str(per_client)], env=env, stdout=subprocess.PIPE, text=True
+        )
         for k in range(4)
     ]
     stats = []
@@ -132,7 +134,9 @@ def test_daemon_down_events_wait_in_the_spool_and_arrive_once(home: Path) -> Non
     assert max(p99 for _, p99, _ in stats) < 0.05, stats
     # the shell client spools too
     for i in range(20):
-        r = subprocess.run([str(SHELL_CLIENT), "while_down", json.dumps({"k": 9, "i": i})], env=env, capture_output=True)
+        r = subprocess.run(
+            [str(SHELL_CLIENT), "while_down", json.dumps({"k": 9, "i": i})], env=env, capture_output=True
+        )
         assert r.returncode == 0 and b"spooled" in r.stderr
     assert len(spool_files(home)) == 4 * per_client + 20
 
@@ -273,7 +277,9 @@ def test_corrupt_database_is_reported_with_what_to_do(home: Path) -> None:
     assert d.proc is not None and d.proc.wait(30) == 1
     d._exited.wait(5)
     assert "hookd rebuild" in d.logtext
-    out = subprocess.run([sys.executable, "-m", "hookd", "rebuild"], env=clean_env(home), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "hookd", "rebuild"], env=clean_env(home), capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "could not be read" in out.stdout
     d.start()
@@ -289,7 +295,10 @@ def test_counters_survive_restart(home: Path) -> None:
     d.send(b'[1]\n{"type":"a"}\n')
     assert d.stop() == 0
     assert dict(d.query("SELECT name, value FROM counters")) == {
-        "committed": 2, "duplicate": 1, "rejected.invalid_json": 1, "rejected.not_object": 1,
+        "committed": 2,
+        "duplicate": 1,
+        "rejected.invalid_json": 1,
+        "rejected.not_object": 1,
     }
 
 
@@ -326,7 +335,9 @@ def test_ack_does_not_wait_for_the_batch_deadline(home: Path) -> None:
             print(times[25], times[-1])
             """
         )
-        out = subprocess.run([sys.executable, "-c", code], env=clean_env(home), capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=clean_env(home), capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         p50, worst = map(float, out.stdout.split())
         assert worst < 1.0, (p50, worst)  # far below the 2 s deadline
@@ -369,7 +380,8 @@ def test_flood_keeps_memory_bounded_and_loses_nothing(home: Path) -> None:
         import json, socket, sys
         k = int(sys.argv[1]); path = sys.argv[2]
         pad = "x" * 200
-        data = b"".join(json.dumps({"type": "flood", "k": k, "i": i, "pad": pad}).encode() + b"\\n" for i in range(50000))
+        line = lambda i: json.dumps({"type": "flood", "k": k, "i": i, "pad": pad}).encode() + b"\\n"
+        data = b"".join(line(i) for i in range(50000))
         s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(data); s.close()
         """
     )

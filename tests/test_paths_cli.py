@@ -33,7 +33,10 @@ def test_relative_xdg_values_are_ignored() -> None:
 def test_hookd_home_puts_everything_under_one_directory() -> None:
     p = resolve({"HOME": "/h", "HOOKD_HOME": "/x", "XDG_RUNTIME_DIR": "/r"})
     assert (p.socket, p.db, p.mirror_dir, p.spool_dir) == (
-        Path("/x/hookd.sock"), Path("/x/events.db"), Path("/x/mirror"), Path("/x/spool")
+        Path("/x/hookd.sock"),
+        Path("/x/events.db"),
+        Path("/x/mirror"),
+        Path("/x/spool"),
     )
 
 
@@ -56,7 +59,12 @@ def test_settings_reject_bad_values(kw: dict) -> None:
 
 def test_parse_fields() -> None:
     assert parse_fields(["a=1", "b:=1", "c:=true", 'd:={"x":[1]}', "e=x=y", "url=http://x:1"]) == {
-        "a": "1", "b": 1, "c": True, "d": {"x": [1]}, "e": "x=y", "url": "http://x:1",
+        "a": "1",
+        "b": 1,
+        "c": True,
+        "d": {"x": [1]},
+        "e": "x=y",
+        "url": "http://x:1",
     }
     with pytest.raises(ConfigError, match="not JSON"):
         parse_fields(["a:=nope"])
@@ -98,7 +106,9 @@ def test_hookd_emit_sends(daemon) -> None:
     env["HOOKD_HOME"] = str(daemon.home)
     out = subprocess.run(
         [sys.executable, "-m", "hookd", "emit", "deploy", "service=api", "ok:=true", "ms:=812"],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     assert daemon.wait_count(1) == 1

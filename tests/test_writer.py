@@ -37,7 +37,8 @@ def writer(tmp_path: Path) -> Writer:
 def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
     assert writer.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert writer.db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
-        (1, "initial"), (2, "counters_and_spool")
+        (1, "initial"),
+        (2, "counters_and_spool"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id"} <= indexes
@@ -66,14 +67,19 @@ def test_query_plans_use_the_indexes(writer: Writer) -> None:
 
 def test_batches_store_rows_views_types_and_mirror(writer: Writer) -> None:
     f = Framer()
-    replies = writer.commit([
-        make_batch(1, [b'{"type":"tool","n":1}', b'{"hook_event_name":"Stop"}'], f),
-        make_batch(2, [b'{"type":"tool","n":2}'], f),
-    ])
+    replies = writer.commit(
+        [
+            make_batch(1, [b'{"type":"tool","n":1}', b'{"hook_event_name":"Stop"}'], f),
+            make_batch(2, [b'{"type":"tool","n":2}'], f),
+        ]
+    )
     assert replies == [["done", 1, 2, []], ["done", 2, 1, []]]
     assert writer.db.execute("SELECT count(*) FROM tool_events").fetchone() == (2,)
     assert writer.db.execute("SELECT count(*) FROM stop_events").fetchone() == (1,)
-    assert writer.db.execute("SELECT type, count FROM event_types ORDER BY type").fetchall() == [("stop", 1), ("tool", 2)]
+    assert writer.db.execute("SELECT type, count FROM event_types ORDER BY type").fetchall() == [
+        ("stop", 1),
+        ("tool", 2),
+    ]
     lines = b"".join(p.read_bytes() for p in writer.mirror.files()).splitlines()
     assert len(lines) == 3
 
@@ -113,7 +119,7 @@ def test_recovery_replays_mirror_lines_missing_from_sqlite(tmp_path: Path) -> No
     assert [r[0] for r in w2.db.execute("SELECT json_extract(data,'$.n') FROM events ORDER BY eid")] == [1, 2, 3]
     assert w2.db.execute("SELECT count(*) FROM b_events").fetchone() == (1,)
     content = b"".join(p.read_bytes() for p in w2.mirror.files())
-    assert content.endswith(b"\n") and b'torn' not in content
+    assert content.endswith(b"\n") and b"torn" not in content
     assert w2.recover() == 0  # idempotent
     w2.close()
 

@@ -33,8 +33,14 @@ import time
 from typing import Any
 
 __all__ = [
-    "emit", "socket_path", "spool_dir", "dropped", "spooled",
-    "HookdClientError", "DaemonUnavailable", "EventRejected",
+    "emit",
+    "socket_path",
+    "spool_dir",
+    "dropped",
+    "spooled",
+    "HookdClientError",
+    "DaemonUnavailable",
+    "EventRejected",
 ]
 
 #: How long ``wait=True`` waits for the acknowledgement, in seconds.
@@ -45,7 +51,7 @@ _SEND_TIMEOUT = 1.0
 _dropped = 0
 _spooled = 0
 _counter = itertools.count()
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str).encode
 
 
 class HookdClientError(Exception):
@@ -70,10 +76,10 @@ def socket_path() -> str:
     env = os.environ
     path = env.get("HOOKD_SOCKET")
     if path:
-        return path
+        return os.path.expanduser(path)
     home = env.get("HOOKD_HOME")
     if home:
-        return os.path.join(home, "hookd.sock")
+        return os.path.join(os.path.expanduser(home), "hookd.sock")
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime):
         return os.path.join(runtime, "hookd", "hookd.sock")
@@ -85,10 +91,10 @@ def spool_dir() -> str:
     env = os.environ
     path = env.get("HOOKD_SPOOL_DIR")
     if path:
-        return path
+        return os.path.expanduser(path)
     home = env.get("HOOKD_HOME")
     if home:
-        return os.path.join(home, "spool")
+        return os.path.join(os.path.expanduser(home), "spool")
     state = env.get("XDG_STATE_HOME")
     if not (state and os.path.isabs(state)):
         state = os.path.join(os.path.expanduser("~"), ".local", "state")
@@ -112,7 +118,31 @@ def _line(type: str, data: dict[str, Any] | None, fields: dict[str, Any]) -> byt
     if fields:
         event.update(fields)
     event["type"] = type  # the argument wins over a `type` key in data
-    return (_dumps(event) + "\n").encode("utf-8", "surrogatepass")
+    try:
+        text = _dumps(event)
+    except ValueError:  # NaN or Infinity: not JSON; send null, as JavaScript's JSON.stringify does
+        text = _dumps(_finite(event))
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates are not UTF-8. Most come from undecodable bytes (os.fsdecode of a
+        # file name): restore those bytes, then replace what is still not UTF-8 with U+FFFD,
+        # rather than lose the event.
+        try:
+            raw = (text + "\n").encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = (text + "\n").encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace").encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _spool(payload: bytes) -> bool:

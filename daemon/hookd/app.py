@@ -87,15 +87,13 @@ async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = 
             log.warning("recovered %d events from the mirror after an unclean stop", link.replayed)
         flow = FlowControl()
         ingest = Ingest(settings, link, flow)
-        server = Server(listener, ingest, flow, max_line=settings.max_line)
+        server = Server(listener, ingest, flow, max_line=settings.max_line, backlog=settings.backlog)
         async with asyncio.TaskGroup() as tg:
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings), name="hookd-checkpointer")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             await server.start()
-            log.info(
-                "ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir
-            )
+            log.info("ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir)
             if on_ready is not None:
                 on_ready(server)
             await stop.wait()
@@ -110,7 +108,9 @@ async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = 
             s = ingest.stats
             log.info(
                 "stopped: %d events committed, %d rejected, %d duplicates this run",
-                s.committed, sum(s.rejected.values()), s.duplicates,
+                s.committed,
+                sum(s.rejected.values()),
+                s.duplicates,
             )
             return 0 if code == 0 else 1
     except* WriterError as eg:

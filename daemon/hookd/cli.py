@@ -55,7 +55,9 @@ def _add_path_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", metavar="PATH", help="Unix socket to listen on (HOOKD_SOCKET)")
     p.add_argument("--db", metavar="PATH", help="SQLite database file (HOOKD_DB)")
     p.add_argument("--mirror-dir", metavar="DIR", help="directory of the JSONL mirror (HOOKD_MIRROR_DIR)")
-    p.add_argument("--spool-dir", metavar="DIR", help="where clients leave events while the daemon is down (HOOKD_SPOOL_DIR)")
+    p.add_argument(
+        "--spool-dir", metavar="DIR", help="where clients leave events while the daemon is down (HOOKD_SPOOL_DIR)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,25 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_path_flags(run)
     run.add_argument(
-        "--batch-size", type=int, metavar="N",
+        "--batch-size",
+        type=int,
+        metavar="N",
         help="commit a batch at N events (HOOKD_BATCH_SIZE; default 1000)",
     )
     run.add_argument(
-        "--batch-delay", type=float, metavar="MS",
+        "--batch-delay",
+        type=float,
+        metavar="MS",
         help="or when its oldest event has waited MS milliseconds (HOOKD_BATCH_DELAY_MS; default 50)",
     )
     run.add_argument(
-        "--max-line", type=int, metavar="BYTES",
+        "--max-line",
+        type=int,
+        metavar="BYTES",
         help="longest accepted line; longer ones are rejected as too_long (HOOKD_MAX_LINE; default 1048576)",
     )
     run.add_argument(
-        "--synchronous", choices=SYNCHRONOUS_LEVELS,
-        help="SQLite synchronous level; 'full' also fsyncs the mirror per batch "
-        "(HOOKD_SYNCHRONOUS; default normal)",
+        "--synchronous",
+        choices=SYNCHRONOUS_LEVELS,
+        help="SQLite synchronous level; 'full' also fsyncs the mirror per batch (HOOKD_SYNCHRONOUS; default normal)",
     )
     run.add_argument(
-        "--log-level", default=os.environ.get("HOOKD_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"], help="(HOOKD_LOG_LEVEL; default info)",
+        "--log-level",
+        default=os.environ.get("HOOKD_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="(HOOKD_LOG_LEVEL; default info)",
     )
 
     rebuild = sub.add_parser(
@@ -163,9 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .app import serve
 
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
     settings = settings_from(args)
     return uvloop.run(serve(settings))
 

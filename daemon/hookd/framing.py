@@ -181,8 +181,10 @@ class Framer:
         except RecursionError:
             raise Rejection("too_deep", "nesting too deep") from None
 
-        raw_type = env.type if env.type is not None else (
-            env.hook_event_name if env.hook_event_name is not None else env.event
+        raw_type = (
+            env.type
+            if env.type is not None
+            else (env.hook_event_name if env.hook_event_name is not None else env.event)
         )
         if raw_type is None:
             raise Rejection("missing_type", "no `type`, `hook_event_name` or `event` key")
@@ -197,9 +199,9 @@ class Framer:
         if cid is not None and not isinstance(cid, str):
             cid = str(cid)
         eid = self.clock.next(now)
-        mirror = self._encode(
-            MirrorLine(eid, etype, ts, session, cid, now, peer.pid, peer.uid, msgspec.Raw(line))
-        ) + b"\n"
+        mirror = (
+            self._encode(MirrorLine(eid, etype, ts, session, cid, now, peer.pid, peer.uid, msgspec.Raw(line))) + b"\n"
+        )
         return (eid, etype, ts, session, cid, now, peer.pid, peer.uid, text), mirror
 
 

@@ -33,7 +33,14 @@ class MirrorRecord(msgspec.Struct):
 
     def row(self) -> tuple:
         return (
-            self.eid, self.type, self.ts, self.session, self.id, self.recv_ts, self.pid, self.uid,
+            self.eid,
+            self.type,
+            self.ts,
+            self.session,
+            self.id,
+            self.recv_ts,
+            self.pid,
+            self.uid,
             bytes(self.data).decode("utf-8"),
         )
 

@@ -72,7 +72,9 @@ def resolve(
         mirror_dir=pick(
             mirror_dir, "HOOKD_MIRROR_DIR", "mirror", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/mirror"
         ),
-        spool_dir=pick(spool_dir, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"),
+        spool_dir=pick(
+            spool_dir, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"
+        ),
     )
 
 

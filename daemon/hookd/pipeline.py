@@ -98,17 +98,27 @@ class WriterLink:
         """Start the writer and wait until it has opened (and if need be recovered) the store."""
         s = self.settings
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hookd.writer",
-            "--db", os.fspath(s.paths.db),
-            "--mirror-dir", os.fspath(s.paths.mirror_dir),
-            "--spool-dir", os.fspath(s.paths.spool_dir),
-            "--synchronous", s.synchronous,
-            "--log-level", logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
+            sys.executable,
+            "-m",
+            "hookd.writer",
+            "--db",
+            os.fspath(s.paths.db),
+            "--mirror-dir",
+            os.fspath(s.paths.mirror_dir),
+            "--spool-dir",
+            os.fspath(s.paths.spool_dir),
+            "--synchronous",
+            s.synchronous,
+            "--log-level",
+            logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        for pipe in (self.proc.stdin.transport.get_extra_info("pipe"), self.proc.stdout._transport.get_extra_info("pipe")):  # type: ignore[attr-defined]
+        for pipe in (
+            self.proc.stdin.transport.get_extra_info("pipe"),
+            self.proc.stdout._transport.get_extra_info("pipe"),
+        ):  # type: ignore[attr-defined]
             with contextlib.suppress(OSError, AttributeError):
                 fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
         first = await self._read_frame()
@@ -234,8 +244,12 @@ class Ingest:
 
     def oversized(self, size: int, head: bytes, peer: Peer) -> None:
         self._reject(
-            "too_long", f"line of {size} bytes exceeds the limit of {self.settings.max_line}",
-            head, time.time(), peer, size=size,
+            "too_long",
+            f"line of {size} bytes exceeds the limit of {self.settings.max_line}",
+            head,
+            time.time(),
+            peer,
+            size=size,
         )
         self._schedule()
 
@@ -250,7 +264,9 @@ class Ingest:
     # -- batching -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, line: bytes, now: float, peer: Peer, size: int | None = None) -> None:
         self.stats.rejected[reason] += 1
-        self._rejects.append((now, reason, detail[:500], len(line) if size is None else size, preview(line), peer.pid, peer.uid))
+        self._rejects.append(
+            (now, reason, detail[:500], len(line) if size is None else size, preview(line), peer.pid, peer.uid)
+        )
         log.debug("rejected a line (%s): %s", reason, detail)
 
     def _schedule(self) -> None:

@@ -260,7 +260,9 @@ def _clear_stale(path: Path) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a socket"
-        raise SocketPathError(f"{path} exists and is {kind}; hookd will not replace it. Remove it yourself if it is garbage.")
+        raise SocketPathError(
+            f"{path} exists and is {kind}; hookd will not replace it. Remove it yourself if it is garbage."
+        )
     if st.st_uid != os.getuid():
         raise SocketPathError(f"{path} belongs to uid {st.st_uid}; hookd will not replace another user's socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -283,8 +285,11 @@ def _clear_stale(path: Path) -> None:
 class Server:
     """Accepts connections on a Listener and feeds their lines to a LineSink."""
 
-    def __init__(self, listener: Listener, sink: LineSink, flow: FlowControl, *, max_line: int) -> None:
+    def __init__(
+        self, listener: Listener, sink: LineSink, flow: FlowControl, *, max_line: int, backlog: int = 4096
+    ) -> None:
         self.listener = listener
+        self.backlog = backlog
         self.sink = sink
         self.flow = flow
         self.max_line = max_line
@@ -298,7 +303,9 @@ class Server:
         # Keep our own duplicate of the listening socket: after the loop's server is closed it
         # still holds the listen queue, so shutdown can accept what clients already sent.
         self._drain_sock = self.listener.sock.dup()
-        self._server = await loop.create_unix_server(self._protocol, sock=self.listener.sock)
+        # The backlog must be given again: the loop re-listens with its default of 100 otherwise,
+        # and hooks connecting per event then overflow the queue (and spool) in bursts.
+        self._server = await loop.create_unix_server(self._protocol, sock=self.listener.sock, backlog=self.backlog)
 
     def _protocol(self) -> EventProtocol:
         return EventProtocol(self)
@@ -365,4 +372,3 @@ class Server:
                 return
             conn.setblocking(False)
             await loop.connect_accepted_socket(self._protocol, conn)
-

@@ -43,9 +43,7 @@ class Settings:
         if not 64 <= self.max_line <= 64 << 20:
             raise ConfigError(f"max line must be 64 B..64 MiB, got {self.max_line}")
         if self.synchronous not in SYNCHRONOUS_LEVELS:
-            raise ConfigError(
-                f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {self.synchronous!r}"
-            )
+            raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {self.synchronous!r}")
         if not 0.0 <= self.shutdown_grace <= 60.0:
             raise ConfigError(f"shutdown grace must be 0..60 seconds, got {self.shutdown_grace}")
         return self

@@ -55,9 +55,7 @@ def scan(directory: Path, skip: set[str], max_files: int = 2000, max_bytes: int 
     with a warning, never read.
     """
     try:
-        names = sorted(
-            e.name for e in os.scandir(directory) if e.name.endswith(SUFFIX) and not e.name.startswith(".")
-        )
+        names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(SUFFIX) and not e.name.startswith("."))
     except FileNotFoundError:
         return []
     out: list[SpoolFile] = []

@@ -107,9 +107,7 @@ INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (eid, type, ts, session, client_id, recv_ts, pid, uid, data) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-INSERT_REJECTED = (
-    "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+INSERT_REJECTED = "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
 #: Per-type counts for the rows of one transaction, found by their eid range (no Python per row).
 TYPES_FROM_RANGE = (
     "INSERT INTO event_types (type, count, first_ts, last_ts) "
@@ -145,9 +143,7 @@ def connect(path: Path, *, synchronous: str = "normal", readonly: bool = False) 
 
 
 def schema_version(db: sqlite3.Connection) -> int:
-    row = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-    ).fetchone()
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
     if row is None:
         return 0
     return db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
@@ -240,7 +236,8 @@ def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Ite
 
 def bump_counters(db: sqlite3.Connection, counts: dict[str, int]) -> None:
     db.executemany(
-        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
         [(k, v) for k, v in counts.items() if v],
     )
 

@@ -41,7 +41,6 @@ log = logging.getLogger("hookd.writer")
 MAX_COALESCE = 16
 
 
-
 class Writer:
     """Owns the write connection and the mirror; every method runs in this process only."""
 
@@ -298,8 +297,13 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
         _send(["ready", store.max_eid(writer.db), store.SCHEMA_VERSION, replayed])
     except sqlite3.DatabaseError as e:
-        _send(["fatal", f"database {args.db} is unreadable ({e}); move it aside, or run `hookd rebuild` "
-               "(with the daemon stopped) to recreate it from the mirror"])
+        _send(
+            [
+                "fatal",
+                f"database {args.db} is unreadable ({e}); move it aside, or run `hookd rebuild` "
+                "(with the daemon stopped) to recreate it from the mirror",
+            ]
+        )
         return 1
     except (HookdError, OSError, sqlite3.Error) as e:
         _send(["fatal", str(e)])
