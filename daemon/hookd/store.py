@@ -228,7 +228,9 @@ def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Ite
         db.executemany(INSERT_EVENT, plain)
     dropped = []
     for i in sorted(keyed):
-        if db.execute(INSERT_EVENT, rows[i]).rowcount == 0:
+        before = db.total_changes
+        db.execute(INSERT_EVENT, rows[i])
+        if db.total_changes == before:
             found = db.execute("SELECT eid FROM events WHERE client_id = ?", (rows[i][4],)).fetchone()
             dropped.append([i, found[0] if found else rows[i][0]])
     return dropped

@@ -28,6 +28,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +36,81 @@ from . import store, wire
 from .errors import HookdError, StoreError
 from .mirror import Mirror, MirrorRecord
 
+try:  # a newer SQLite than the system's: about 1.2x faster inserts (docs/performance.md)
+    import apsw
+except ImportError:  # pragma: no cover - apsw is a dependency; stdlib sqlite3 still works
+    apsw = None
+
 log = logging.getLogger("hookd.writer")
 
 #: Frames read back to back are committed in one transaction, up to this many.
 MAX_COALESCE = 16
 
 
+class ApswConnection:
+    """The writer's connection through apsw, with the few sqlite3-style calls the writer uses.
+
+    apsw bundles a current SQLite (3.5x) whose inserts are faster than the system's 3.40; the
+    file stays readable by the system ``sqlite3`` because the schema uses nothing newer.
+    apsw's errors are raised as their sqlite3 counterparts, so callers handle one family.
+    """
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self._c = apsw.Connection(os.fspath(path))
+        self._c.set_busy_timeout(5000)
+        self.execute("PRAGMA journal_mode = WAL")
+        self.execute(f"PRAGMA synchronous = {store.SYNCHRONOUS[synchronous]}")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self._c.execute(sql, params)
+        except (apsw.BusyError, apsw.LockedError) as e:
+            raise sqlite3.OperationalError(f"database is locked ({e})") from None
+        except apsw.Error as e:
+            raise sqlite3.DatabaseError(str(e)) from None
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Any:
+        try:
+            return self._c.executemany(sql, seq)
+        except (apsw.BusyError, apsw.LockedError) as e:
+            raise sqlite3.OperationalError(f"database is locked ({e})") from None
+        except apsw.Error as e:
+            raise sqlite3.DatabaseError(str(e)) from None
+
+    @property
+    def total_changes(self) -> int:
+        return self._c.total_changes()
+
+    def close(self) -> None:
+        self._c.close()
+
+
 class Writer:
     """Owns the write connection and the mirror; every method runs in this process only."""
 
     def __init__(
-        self, db_path: Path, mirror_dir: Path, *, spool_dir: Path | None = None, synchronous: str = "normal"
+        self,
+        db_path: Path,
+        mirror_dir: Path,
+        *,
+        spool_dir: Path | None = None,
+        synchronous: str = "normal",
+        use_apsw: bool = True,
     ) -> None:
         self.spool_dir = spool_dir
         db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = _exclusive(db_path.with_name(db_path.name + ".writer-lock"))
-        self.db = store.connect(db_path, synchronous=synchronous)
+        self.db: Any = store.connect(db_path, synchronous=synchronous)
+        store.migrate(self.db)
+        if apsw is not None and use_apsw:
+            self.db.close()
+            self.db = ApswConnection(db_path, synchronous)
         # The daemon checkpoints from its own connection; this is only a safety net so the WAL
         # cannot grow without bound if that ever stops.
         self.db.execute("PRAGMA wal_autocheckpoint = 20000")
-        store.migrate(self.db)
         self.mirror = Mirror(mirror_dir, fsync=synchronous == "full")
         self.types = store.known_types(self.db)
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror")
 
     def recover(self) -> int:
         """Bring SQLite level with the mirror after a crash. Returns the events replayed.
@@ -134,6 +188,11 @@ class Writer:
         spooled: list[str] = []
         counts: dict[str, int] = {}
         lo = hi = None
+        early: Future[None] | None = None
+        if not mirrored_already and not any(b[4] for b in batches):
+            # No client ids, so no duplicates: the mirror's part is known now. Write it while
+            # SQLite inserts (both release the GIL); the commit still waits for it.
+            early = self._io.submit(self.mirror.write, b"".join(line for b in batches for line in b[3]))
         db.execute("BEGIN IMMEDIATE")
         try:
             for _kind, seq, rows, mirror_lines, with_id, rejects, spool_names in batches:
@@ -142,7 +201,7 @@ class Writer:
                     skip = {i for i, _eid in dups}
                     out.extend(line for i, line in enumerate(mirror_lines) if i not in skip)
                     counts["duplicate"] = counts.get("duplicate", 0) + len(dups)
-                else:
+                elif early is None:
                     out.extend(mirror_lines)
                 if rejects:
                     db.executemany(store.INSERT_REJECTED, rejects)
@@ -162,12 +221,17 @@ class Writer:
                 db.execute(store.TYPES_FROM_RANGE, (lo, hi))
                 self._new_views()
             store.bump_counters(db, counts)
-        except BaseException:
+        except BaseException as e:
             db.execute("ROLLBACK")
+            if early is not None and early.exception() is None and isinstance(e, sqlite3.OperationalError):
+                raise _MirroredThenFailed(e) from None  # a retry must not mirror the batch again
             raise
         if not mirrored_already:
             try:
-                self.mirror.write(b"".join(out))
+                if early is not None:
+                    early.result()
+                else:
+                    self.mirror.write(b"".join(out))
             except OSError:
                 db.execute("ROLLBACK")
                 raise
@@ -194,6 +258,7 @@ class Writer:
         except sqlite3.OperationalError as e:
             log.warning("final WAL checkpoint skipped: %s", e)
         self.db.close()
+        self._io.shutdown()
         self.mirror.close()
         os.close(self._lock_fd)
 
@@ -279,6 +344,7 @@ def serve(writer: Writer, reader: FrameReader) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(0o077)  # everything this process creates is the user's alone
     # The daemon owns our lifetime; a Ctrl-C at a terminal reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
