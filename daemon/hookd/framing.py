@@ -156,11 +156,14 @@ class Framer:
         self._decode = msgspec.json.Decoder(Envelope).decode
         self._encode = msgspec.json.Encoder().encode
 
-    def frame(self, line: bytes, now: float, peer: Peer) -> tuple[tuple, bytes] | None:
+    def frame(
+        self, line: bytes, now: float, peer: Peer, force_type: str | None = None, default_id: str | None = None
+    ) -> tuple[tuple, bytes] | None:
         """Validate one line (without its ``\\n``) and build ``(row, mirror_line)``.
 
         Blank lines are not events and give None. Raises Rejection with a reason code, and
-        nothing else, for any other input bytes.
+        nothing else, for any other input bytes. ``force_type`` (already normalized) replaces
+        the line's type and ``default_id`` is the id of a line without one (both for import).
         """
         line = line.strip()
         if not line:
@@ -181,22 +184,27 @@ class Framer:
         except RecursionError:
             raise Rejection("too_deep", "nesting too deep") from None
 
-        raw_type = (
-            env.type
-            if env.type is not None
-            else (env.hook_event_name if env.hook_event_name is not None else env.event)
-        )
-        if raw_type is None:
-            raise Rejection("missing_type", "no `type`, `hook_event_name` or `event` key")
-        etype = normalize_type(raw_type)
-        if etype is None:
-            raise Rejection("bad_type", f"{raw_type[:80]!r} does not normalize to [a-z][a-z0-9_]{{0,62}}")
+        if force_type is not None:
+            etype = force_type
+        else:
+            raw_type = (
+                env.type
+                if env.type is not None
+                else (env.hook_event_name if env.hook_event_name is not None else env.event)
+            )
+            if raw_type is None:
+                raise Rejection("missing_type", "no `type`, `hook_event_name` or `event` key")
+            etype = normalize_type(raw_type)  # type: ignore[assignment]
+            if etype is None:
+                raise Rejection("bad_type", f"{raw_type[:80]!r} does not normalize to [a-z][a-z0-9_]{{0,62}}")
         ts = now if env.ts is None else parse_ts(env.ts, now)
         session = env.session if env.session is not None else env.session_id
         if session is not None and not isinstance(session, str):
             session = str(session)
         cid = env.id
-        if cid is not None and not isinstance(cid, str):
+        if cid is None:
+            cid = default_id
+        elif not isinstance(cid, str):
             cid = str(cid)
         eid = self.clock.next(now)
         mirror = (

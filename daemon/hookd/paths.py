@@ -7,6 +7,7 @@ default.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Mapping
@@ -76,6 +77,21 @@ def resolve(
             spool_dir, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"
         ),
     )
+
+
+def daemon_running(paths: Paths) -> bool:
+    """Whether a daemon holds the lock beside ``paths.socket`` (see server.Listener.bind)."""
+    try:
+        fd = os.open(paths.lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def private_dir(path: Path) -> Path:

@@ -10,7 +10,6 @@ holds only stored events).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from . import store
 from .errors import AlreadyRunning, HookdError
-from .paths import Paths, private_dir
+from .paths import Paths, daemon_running, private_dir
 from .writer import Writer
 
 log = logging.getLogger("hookd.rebuild")
@@ -34,26 +33,12 @@ class RebuildResult:
     carried_over: bool
 
 
-def _daemon_running(paths: Paths) -> bool:
-    try:
-        fd = os.open(paths.lock, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def _sidecars(db: Path) -> list[Path]:
     return [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
 
 
 def rebuild(paths: Paths) -> RebuildResult:
-    if _daemon_running(paths):
+    if daemon_running(paths):
         raise AlreadyRunning(f"hookd is running on {paths.socket}; stop it before rebuilding its database")
     files = sorted(paths.mirror_dir.glob("????-??-??.jsonl"))
     if not files:

@@ -226,6 +226,15 @@ def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Ite
     plain = [row for i, row in enumerate(rows) if i not in keyed]
     if plain:
         db.executemany(INSERT_EVENT, plain)
+    # Usually no id is a duplicate: try them all at once and only go row by row if one was.
+    db.execute("SAVEPOINT keyed")
+    before = db.total_changes
+    db.executemany(INSERT_EVENT, [rows[i] for i in sorted(keyed)])
+    if db.total_changes - before == len(keyed):
+        db.execute("RELEASE keyed")
+        return []
+    db.execute("ROLLBACK TO keyed")
+    db.execute("RELEASE keyed")
     dropped = []
     for i in sorted(keyed):
         before = db.total_changes

@@ -1,0 +1,211 @@
+"""``hookd import``: backfill newline-delimited JSON from existing logs.
+
+Lines go through the same validation as socket lines (framing.Framer) and are stored by the
+same writer process, so they land in SQLite, in the mirror and in the ``<type>_events`` views
+like live events, and invalid lines are recorded in ``rejected``.
+
+Re-importing a file adds nothing: a line without an ``id`` gets one derived from its content
+and its line number (``import:<line>:<hash>``), so the same line of the same file is stored
+once however often it is imported, while identical lines at different places stay distinct.
+
+The framing runs in this process and the inserts in a writer process, as in the daemon, so
+both cores work. The daemon must be stopped (hooks spool meanwhile): one writer per database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from . import wire
+from .errors import AlreadyRunning, ConfigError, WriterError
+from .framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type, preview
+from .paths import Paths, daemon_running, private_dir
+
+BATCH = 2000
+CHUNK = 1 << 20
+
+
+@dataclass
+class ImportResult:
+    lines: int = 0  # non-blank lines read
+    imported: int = 0  # stored now
+    duplicates: int = 0  # already stored (an earlier import, or the same id)
+    rejected: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+class _Replies(threading.Thread):
+    """Reads the writer's answers while this process keeps framing."""
+
+    def __init__(self, out: IO[bytes], result: ImportResult) -> None:
+        super().__init__(name="hookd-import-replies", daemon=True)
+        self.out = out
+        self.result = result
+        self.fatal: str | None = None
+
+    def run(self) -> None:
+        while True:
+            head = self.out.read(4)
+            if len(head) < 4:
+                return
+            (n,) = wire.HEADER.unpack(head)
+            msg = wire.unpack(self.out.read(n))
+            if msg[0] == "done":
+                self.result.imported += msg[2]
+                self.result.duplicates += len(msg[3])
+            elif msg[0] == "fatal":
+                self.fatal = msg[1]
+                return
+
+
+def _lines(path: Path, max_line: int, on_oversized: Callable[[int, bytes], None]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for every line of a file, skipping over-long ones in bounded memory."""
+    splitter = LineSplitter(max_line)
+    lineno = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            for line in splitter.feed(chunk):
+                lineno += 1
+                yield lineno, line
+            for size, head in splitter.oversized:
+                on_oversized(size, head)
+            splitter.oversized.clear()
+    tail = splitter.finish()
+    for size, head in splitter.oversized:
+        on_oversized(size, head)
+    if tail is not None:
+        yield lineno + 1, tail
+
+
+def import_files(
+    paths: Paths,
+    files: list[Path],
+    *,
+    force_type: str | None = None,
+    max_line: int = 1 << 20,
+    progress: Callable[[int, int, ImportResult], None] | None = None,
+) -> ImportResult:
+    for f in files:
+        if not f.is_file():
+            raise ConfigError(f"{f}: no such file")
+    etype = None
+    if force_type is not None:
+        etype = normalize_type(force_type)
+        if etype is None:
+            raise ConfigError(f"--type {force_type!r} does not normalize to [a-z][a-z0-9_]{{0,62}}")
+    if daemon_running(paths):
+        raise AlreadyRunning(
+            f"hookd is running on {paths.socket}; stop it for the import (hooks spool their events "
+            "meanwhile and nothing is lost), then start it again"
+        )
+    private_dir(paths.db.parent)
+    private_dir(paths.mirror_dir)
+    writer = subprocess.Popen(
+        [
+            sys.executable, "-m", "hookd.writer", "--db", os.fspath(paths.db),
+            "--mirror-dir", os.fspath(paths.mirror_dir), "--spool-dir", os.fspath(paths.spool_dir),
+            "--log-level", "WARNING",
+        ],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert writer.stdin is not None and writer.stdout is not None
+    head = writer.stdout.read(4)
+    first = wire.unpack(writer.stdout.read(wire.HEADER.unpack(head)[0])) if len(head) == 4 else None
+    if first is None or first[0] != "ready":
+        writer.wait()
+        raise WriterError(f"the writer could not open the store: {first[1] if first else writer.returncode}")
+    result = ImportResult()
+    replies = _Replies(writer.stdout, result)
+    replies.start()
+    framer = Framer(EidClock(first[1]))
+    total_bytes = sum(f.stat().st_size for f in files) or 1
+    done_bytes = 0
+    started = time.monotonic()
+    last_progress = 0.0
+    seq = 0
+    rows: list[tuple] = []
+    mirror: list[bytes] = []
+    rejects: list[tuple] = []
+
+    def send() -> None:
+        nonlocal seq, rows, mirror, rejects
+        if not rows and not rejects:
+            return
+        seq += 1
+        # Every imported row has an id: all are "with_id" for the writer's duplicate check.
+        frame = wire.pack(["batch", seq, rows, mirror, list(range(len(rows))), rejects, []])
+        rows, mirror, rejects = [], [], []
+        try:
+            writer.stdin.write(frame)  # type: ignore[union-attr]
+        except BrokenPipeError:
+            raise WriterError(f"the writer process failed: {replies.fatal or 'it exited'}") from None
+
+    def reject(reason: str, detail: str, line: bytes, size: int | None = None) -> None:
+        result.rejected[reason] += 1
+        size = len(line) if size is None else size
+        rejects.append((time.time(), reason, detail[:500], size, preview(line), None, None))
+
+    try:
+        for path in files:
+            on_oversized = lambda n, h: reject("too_long", f"line of {n} bytes exceeds {max_line}", h, n)  # noqa: E731
+            for lineno, line in _lines(path, max_line, on_oversized):
+                done_bytes += len(line) + 1
+                if not line.strip():
+                    continue
+                result.lines += 1
+                now = time.time()
+                # Line number first: ids then grow through a file, and the unique index on them
+                # takes in-order inserts instead of random ones (measured 4x faster).
+                cid = f"import:{lineno:010d}:{hashlib.blake2b(line, digest_size=8).hexdigest()}"
+                try:
+                    framed = framer.frame(line, now, NO_PEER, force_type=etype, default_id=cid)
+                except Rejection as r:
+                    reject(r.reason, f"{path.name}:{lineno}: {r.detail}", line)
+                    continue
+                if framed is not None:
+                    rows.append(framed[0])
+                    mirror.append(framed[1])
+                if len(rows) >= BATCH:
+                    send()
+                    if progress is not None and now - last_progress > 0.25:
+                        last_progress = now
+                        progress(done_bytes, total_bytes, result)
+        send()
+        writer.stdin.write(wire.pack(["close"]))
+        writer.stdin.close()
+    except BaseException:
+        writer.kill()
+        raise
+    finally:
+        code = writer.wait()
+        replies.join()
+    if code != 0 or replies.fatal:
+        raise WriterError(f"the writer process failed: {replies.fatal or f'exit status {code}'}")
+    result.seconds = time.monotonic() - started
+    if progress is not None:
+        progress(total_bytes, total_bytes, result)
+    return result
+
+
+def render_progress(stream: Any) -> Callable[[int, int, ImportResult], None]:
+    """A one-line progress bar for a terminal."""
+
+    def show(done: int, total: int, r: ImportResult) -> None:
+        frac = min(1.0, done / total)
+        bar = "#" * int(frac * 30)
+        stream.write(f"\rimporting [{bar:<30}] {frac:4.0%}  {r.lines:,} lines read, {r.imported:,} stored")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
