@@ -12,7 +12,6 @@ Each pair is run back to back; the ratio's median and spread are reported.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -26,32 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "daemon"))
-
+from common import ROOT, Result, claude_event, median_spread  # noqa: E402
 from hookd import store  # noqa: E402
 from hookd.framing import Framer, Peer  # noqa: E402
 
-TOOLS = ["Read", "Edit", "Bash", "Grep", "Write"]
-
-
-def event(k: int, i: int) -> bytes:
-    """A ~300 B PostToolUse-style payload (sessions in order, as real ones arrive)."""
-    return (
-        json.dumps(
-            {
-                "hook_event_name": "PostToolUse" if i % 2 else "PreToolUse",
-                "session_id": f"5e7c0c4e-{k:04d}-4b1e-9a53-{i // 500:012d}",
-                "cwd": "/home/dev/projects/hookd",
-                "tool_name": TOOLS[i % 5],
-                "tool_use_id": f"toolu_01{k:02d}{i:010d}",
-                "tool_input": {"file_path": f"/home/dev/projects/hookd/daemon/hookd/mod{i % 40}.py"},
-                "tool_response": {"success": True, "lines": i % 300},
-            },
-            separators=(",", ":"),
-        )
-        + "\n"
-    ).encode()
+event = claude_event
 
 
 def client(path: str, k: int, n: int, started: mp.Queue) -> None:
@@ -116,6 +94,25 @@ def run_raw(clients: int, n: int) -> float:
         return len(rows) / (t1 - t0)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def measure(runs: int = 5, quick: bool = False, clients: int = 4, events: int = 100_000) -> list[Result]:
+    n = 20_000 if quick else events
+    ratios, hs, rs = [], [], []
+    for _ in range(2 if quick else runs):
+        h = run_hookd(clients, n)
+        raw = run_raw(clients, n)
+        hs.append(h)
+        rs.append(raw)
+        ratios.append(h / raw)
+    ratio, spread = median_spread(ratios)
+    return [
+        Result(
+            "ingest", f"sustained ingest, {clients} clients x {n:,} events", median_spread(hs)[0], "events/s",
+            "stdlib sqlite3 executemany, same rows and schema", median_spread(rs)[0], ratio, "≥ 0.9x",
+            ratio >= 0.9, f"ratio {spread}", runs=ratios,
+        )
+    ]  # fmt: skip
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+
 from conftest import SHELL_CLIENT, Daemon, clean_env
 
 

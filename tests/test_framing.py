@@ -6,9 +6,10 @@ import json
 
 import msgspec
 import pytest
-from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Peer, Rejection, normalize_type, parse_ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Peer, Rejection, normalize_type, parse_ts
 
 
 @pytest.mark.parametrize(

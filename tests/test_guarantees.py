@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import SHELL_CLIENT, Daemon, clean_env
 
 ACKED_CLIENT = textwrap.dedent(
@@ -54,7 +55,13 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool
 
 
 def spool_files(home: Path) -> list[Path]:
-    return sorted((home / "spool").glob("*.jsonl")) if (home / "spool").exists() else []
+    """Spool files holding events: per-event files (shell) and append files (Python)."""
+    d = home / "spool"
+    return sorted([*d.glob("*.jsonl"), *d.glob("*.spool")]) if d.exists() else []
+
+
+def spooled_events(home: Path) -> int:
+    return sum(p.read_bytes().count(b"\n") for p in spool_files(home))
 
 
 @pytest.mark.slow
@@ -138,7 +145,8 @@ def test_daemon_down_events_wait_in_the_spool_and_arrive_once(home: Path) -> Non
             [str(SHELL_CLIENT), "while_down", json.dumps({"k": 9, "i": i})], env=env, capture_output=True
         )
         assert r.returncode == 0 and b"spooled" in r.stderr
-    assert len(spool_files(home)) == 4 * per_client + 20
+    assert spooled_events(home) == 4 * per_client + 20
+    assert len(spool_files(home)) == 21, "Python clients share one append file; the shell writes one per event"
 
     started = time.time()
     d = Daemon(home).start()
@@ -187,10 +195,16 @@ def test_fifty_processes_spool_while_the_daemon_drains(home: Path) -> None:
 
 @pytest.mark.slow
 def test_daemon_killed_mid_drain_loses_and_doubles_nothing(home: Path) -> None:
-    env = clean_env(home)
-    code = "import hookd_client\nfor i in range(6000):\n    hookd_client.emit('drained', i=i)\n"
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
-    assert len(spool_files(home)) == 6000
+    # 5000 per-event files as the shell client writes them, and 1000 events in the append file
+    spool = home / "spool"
+    spool.mkdir(mode=0o700)
+    for i in range(5000):
+        (spool / f"{time.time_ns()}-{10_000 + i}-sh{i:06x}.jsonl").write_text(
+            json.dumps({"type": "drained", "i": i}) + "\n"
+        )
+    code = "import hookd_client\nfor i in range(5000, 6000):\n    hookd_client.emit('drained', i=i)\n"
+    subprocess.run([sys.executable, "-c", code], env=clean_env(home), check=True, timeout=120)
+    assert spooled_events(home) == 6000
     d = Daemon(home, "--batch-size", "200").start()
     assert wait_until(lambda: d.count() > 0, timeout=30, interval=0.002)
     d.kill()  # mid-drain: some files committed, some deleted, some neither

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from hookd.cli import build_parser, main, parse_fields
 from hookd.errors import ConfigError
 from hookd.paths import resolve
@@ -93,7 +94,7 @@ def test_hookd_emit_spools_when_the_daemon_is_missing(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "hookd", "emit", "x", "a=1"], env=env, capture_output=True, text=True)
     assert out.returncode == 0
     assert "spooled" in out.stderr and "hookd run" in out.stderr
-    assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
+    assert [p.name for p in (tmp_path / "spool").iterdir()] == ["append.spool"]
     out = subprocess.run(
         [sys.executable, "-m", "hookd", "emit", "--wait", "x", "a=1"], env=env, capture_output=True, text=True
     )

@@ -25,8 +25,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import hookd_client
 import pytest
+
+import hookd_client
 from conftest import ROOT, Daemon, clean_env
 from hookd_client import dropped, emit, socket_path, spool_dir, spooled
 
@@ -48,10 +49,24 @@ def stored(daemon: Daemon) -> list[tuple[str, str | None, dict]]:
 
 
 def spool_files(directory: Path) -> list[Path]:
-    """Complete spool files (not the hidden temporaries), oldest first."""
+    """Spool files holding events: the shared append file and per-event files (not temporaries)."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if p.name.endswith(".jsonl") and not p.name.startswith("."))
+    return sorted(
+        p for p in directory.iterdir() if p.name.endswith((".jsonl", ".spool")) and not p.name.startswith(".")
+    )
+
+
+def spooled_records(directory: Path) -> list[bytes]:
+    """The spooled event lines, without the append file's `<time_ns>\\t` stamps."""
+    out = []
+    for p in spool_files(directory):
+        for line in p.read_bytes().splitlines(keepends=True):
+            if p.suffix == ".spool":
+                stamp, tab, line = line.partition(b"\t")
+                assert tab and stamp.isdigit() and abs(int(stamp) / 1e9 - time.time()) < 600, stamp
+            out.append(line)
+    return out
 
 
 @pytest.fixture
@@ -305,8 +320,7 @@ def test_daemon_missing_spools_never_raises_and_is_fast(ram_spool: tuple[Path, f
     before_dropped, before_spooled = dropped(), spooled()
     assert emit("t", {"i": -1}, x="y") is True
     assert spooled() == before_spooled + 1
-    [first] = spool_files(directory)
-    assert first.read_bytes() == b'{"type":"t","i":-1,"x":"y"}\n'
+    assert spooled_records(directory) == [b'{"type":"t","i":-1,"x":"y"}\n']
     n = 1000
     t0 = time.perf_counter()
     results = [emit("t", {"i": i}, x="y") for i in range(n)]
@@ -316,18 +330,17 @@ def test_daemon_missing_spools_never_raises_and_is_fast(ram_spool: tuple[Path, f
     assert dropped() == before_dropped
     assert elapsed < budget, f"{n} spooled emits took {elapsed:.3f} s"
     files = spool_files(directory)
-    assert len(files) == n + 1  # one file per event, no temporaries left
-    assert [p.name for p in directory.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in files] == ["append.spool"]  # one shared append file, no temporaries
     assert all(os.stat(p).st_mode & 0o777 == 0o600 for p in files)
     assert os.stat(directory).st_mode & 0o777 == 0o700
-    assert sorted(json.loads(p.read_bytes())["i"] for p in files) == list(range(-1, n))
+    assert sorted(json.loads(r)["i"] for r in spooled_records(directory)) == list(range(-1, n))
 
 
 def test_spooled_events_are_stored_once_when_the_daemon_starts(nowhere: Path) -> None:
     home = nowhere.parent
     for i in range(20):
         assert emit("later", i=i) is True
-    assert len(spool_files(nowhere)) == 20
+    assert len(spooled_records(nowhere)) == 20
     d = Daemon(home).start()
     try:
         assert d.wait_count(20) == 20
@@ -375,7 +388,7 @@ def test_unusable_socket_paths_spool_at_once(home: Path, no_hookd_env: pytest.Mo
     assert emit("t", a=1) is True
     assert time.perf_counter() - t0 < 0.1
     assert spooled() == before + 1
-    assert [p.read_bytes() for p in spool_files(home / "sp")] == [b'{"type":"t","a":1}\n']
+    assert spooled_records(home / "sp") == [b'{"type":"t","a":1}\n']
 
 
 def test_unencodable_input_is_dropped_not_raised(nowhere: Path) -> None:
@@ -415,7 +428,7 @@ def test_full_listen_queue_spools_at_once(home: Path, no_hookd_env: pytest.Monke
         assert emit("busy") is True
         assert time.perf_counter() - t0 < 0.1
         assert spooled() == before + 1
-        assert [p.read_bytes() for p in spool_files(home / "sp")] == [b'{"type":"busy"}\n']
+        assert spooled_records(home / "sp") == [b'{"type":"busy"}\n']
     finally:
         for c in queued:
             c.close()
@@ -436,8 +449,8 @@ def test_stalled_daemon_bounds_a_large_send_then_spools(home: Path, no_hookd_env
         elapsed = time.perf_counter() - t0
         assert 0.5 < elapsed < 2.0, elapsed
         assert spooled() == before + 1
-        [spooled_file] = spool_files(home / "sp")
-        assert json.loads(spooled_file.read_bytes()) == {"type": "huge", "blob": "z" * 4_000_000}
+        [record] = spooled_records(home / "sp")
+        assert json.loads(record) == {"type": "huge", "blob": "z" * 4_000_000}
         # a small event still fits in the buffer of a queued connection: handed over
         assert emit("small") is True
         assert spooled() == before + 1

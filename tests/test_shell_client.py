@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHELL_CLIENT, Daemon, clean_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from conftest import SHELL_CLIENT, Daemon, clean_env
 
 #: How the client is started: through its `#!/bin/sh` line, and with `sh` named explicitly.
 RUNNERS = {"exec": [str(SHELL_CLIENT)], "sh": ["sh", str(SHELL_CLIENT)]}

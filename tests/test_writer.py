@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from hookd import store
 from hookd.errors import StoreError
 from hookd.framing import EidClock, Framer, Peer

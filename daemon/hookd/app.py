@@ -18,7 +18,6 @@ import aiosqlite
 
 from . import spool
 from .errors import WriterError
-from .framing import LineSplitter
 from .paths import private_dir
 from .pipeline import Ingest, WriterLink
 from .server import FlowControl, Listener, Server
@@ -52,16 +51,11 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
     directory = settings.paths.spool_dir
     while True:
         if not flow.paused:
-            files = await asyncio.to_thread(spool.scan, directory, set(ingest.spool_inflight))
+            files = await asyncio.to_thread(spool.scan, directory, set(ingest.spool_inflight), settings.max_line)
             for f in files:
-                splitter = LineSplitter(settings.max_line)
-                lines = splitter.feed(f.data)
-                tail = splitter.finish()
-                if tail is not None:
-                    lines.append(tail)
-                for size, head in splitter.oversized:
+                for size, head in f.oversized:
                     ingest.oversized(size, head, f.peer)
-                ingest.spooled(f.name, lines, f.spooled_at, f.peer)
+                ingest.spooled(f.name, f.lines, f.peer)
             if files:
                 log.info("read %d spooled file(s) from %s", len(files), directory)
                 ingest.flush()

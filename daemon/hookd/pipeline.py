@@ -207,6 +207,10 @@ class Ingest:
     # -- LineSink -------------------------------------------------------------------------
     def lines(self, lines: list[bytes], peer: Peer, conn: Replier | None = None, now: float | None = None) -> None:
         """Frame complete lines. A line starting with ``?`` asks for an acknowledgement."""
+        self._add(lines, peer, conn, now)
+        self._schedule()
+
+    def _add(self, lines: list[bytes], peer: Peer, conn: Replier | None, now: float | None) -> None:
         if now is None:
             now = time.time()
         frame = self.framer.frame
@@ -240,7 +244,6 @@ class Ingest:
         if self._acks and self._urgent is None:
             # Someone waits: commit at the end of this loop iteration, not after the deadline.
             self._urgent = self._loop.call_soon(self.flush)
-        self._schedule()
 
     def oversized(self, size: int, head: bytes, peer: Peer) -> None:
         self._reject(
@@ -253,13 +256,16 @@ class Ingest:
         )
         self._schedule()
 
-    def spooled(self, name: str, lines: list[bytes], spooled_at: float, peer: Peer) -> None:
-        """The lines of one spool file; the file is deleted once they are committed."""
+    def spooled(self, name: str, lines: list[tuple[float, bytes]], peer: Peer) -> None:
+        """The (spooled_at, line) pairs of one spool file, all into the current batch, whose
+        commit then deletes the file: the name must travel with the file's last line."""
         before = self.stats.received
+        for spooled_at, line in lines:
+            self._add([line], peer, None, spooled_at)
         self.spool_inflight.add(name)
         self._spool_names.append(name)
-        self.lines(lines, peer, None, now=spooled_at)
         self.stats.spooled += self.stats.received - before
+        self._schedule()
 
     # -- batching -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, line: bytes, now: float, peer: Peer, size: int | None = None) -> None:

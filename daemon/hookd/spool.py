@@ -1,61 +1,119 @@
 """The spool: where clients leave events while the daemon cannot take them.
 
-Clients write each event to its own file: ``.<name>.tmp`` first, then an atomic rename to
-``<time_ns>-<pid>-<random>.jsonl``. A file with a final name is therefore complete, and no two
-clients ever write the same file, so no locks are needed and concurrent hooks cannot interleave.
+Two kinds of spool files, both read here:
 
-The daemon scans the directory (in a thread: this is disk I/O), frames the files' lines like
-socket lines, and sends the file names with the batch. The writer records the names in
-``spool_done`` in the same transaction as the events and deletes the files after the commit;
-at start it deletes any file already recorded. So a file is ingested once, even if the daemon
-is killed between the commit and the delete.
+- ``append.spool``, shared by the Python clients: each event is appended as one
+  ``<time_ns>\t<json>\n`` record with a single ``O_APPEND`` write, under a shared ``flock``
+  taken without waiting. Appending to an existing file costs microseconds; creating a file per
+  event cost up to a millisecond on some file systems.
+- ``<time_ns>-<pid>-<random>.jsonl``, one per event, written by the shell client: a hidden
+  ``.NAME.tmp`` first, then an atomic rename, so a file with its final name is complete.
+
+To take ``append.spool`` the daemon renames it (new appends then create a fresh one), then
+takes an exclusive ``flock`` on it: that waits for an appender that opened the file before the
+rename to finish its one write. An appender that gets its lock after the rename sees that the
+path no longer names its file and appends to the new one instead; one that finds the file
+locked by the daemon does the same. So nothing is written into a file after it was read.
+
+The daemon reads files in a thread (disk I/O), frames their lines like socket lines, and sends
+the file names with the batch. The writer records the names in ``spool_done`` in the same
+transaction as the events and deletes the files after the commit; at start it deletes any file
+already recorded. So every spooled event is stored once, even if the daemon is killed between
+the commit and the delete.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .framing import Peer
+from .framing import LineSplitter, Peer
 
 log = logging.getLogger("hookd.spool")
 
-SUFFIX = ".jsonl"
+EVENT_SUFFIX = ".jsonl"  # one event per file (shell client)
+APPEND_NAME = "append.spool"  # the shared append file (Python client)
+TAKEN_SUFFIX = ".spool"  # an append file the daemon has taken: <time_ns>-0-taken.spool
 
 
 @dataclass(frozen=True, slots=True)
 class SpoolFile:
     name: str
-    data: bytes
-    spooled_at: float  # when the client wrote it: the events' default ts and recv_ts
+    lines: list[tuple[float, bytes]]  # (when the client spooled it, the line)
+    oversized: list[tuple[int, bytes]]  # (size, head) of lines over the limit
     peer: Peer
 
 
 def parse_name(name: str) -> tuple[float | None, int | None]:
-    """``<time_ns>-<pid>-<random>.jsonl`` -> (epoch seconds, pid); None where not readable."""
-    parts = name[: -len(SUFFIX)].split("-")
+    """``<time_ns>-<pid>-<random>.<suffix>`` -> (epoch seconds, pid); None where not readable."""
+    parts = name.rsplit(".", 1)[0].split("-")
     try:
         t = int(parts[0]) / 1e9
     except (ValueError, IndexError):
         t = None
     try:
-        pid = int(parts[1])
+        pid = int(parts[1]) or None
     except (ValueError, IndexError):
         pid = None
     return t, pid
 
 
-def scan(directory: Path, skip: set[str], max_files: int = 2000, max_bytes: int = 16 << 20) -> list[SpoolFile]:
+def _take_append_file(directory: Path) -> None:
+    """Rename ``append.spool`` so that it can be read while new appends go to a new file."""
+    try:
+        os.rename(directory / APPEND_NAME, directory / f"{time.time_ns()}-0-taken{TAKEN_SUFFIX}")
+    except FileNotFoundError:
+        pass
+
+
+def _read(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _split(data: bytes, max_line: int) -> tuple[list[bytes], list[tuple[int, bytes]]]:
+    splitter = LineSplitter(max_line)
+    lines = splitter.feed(data)
+    tail = splitter.finish()
+    if tail is not None:
+        lines.append(tail)
+    return lines, splitter.oversized
+
+
+def _stamped(lines: list[bytes], fallback: float) -> list[tuple[float, bytes]]:
+    """``<time_ns>\t<json>`` records; a record without a readable stamp keeps the whole line."""
+    out = []
+    for line in lines:
+        stamp, tab, rest = line.partition(b"\t")
+        if tab and stamp.isdigit():
+            out.append((int(stamp) / 1e9, rest))
+        else:
+            out.append((fallback, line))
+    return out
+
+
+def scan(
+    directory: Path, skip: set[str], max_line: int, max_files: int = 2000, max_bytes: int = 16 << 20
+) -> list[SpoolFile]:
     """Read up to ``max_files`` complete spool files (oldest first), skipping ``skip``.
 
     Blocking: call it from a thread. Files that are not ours or not regular are left alone
     with a warning, never read.
     """
+    _take_append_file(directory)
     try:
-        names = sorted(e.name for e in os.scandir(directory) if e.name.endswith(SUFFIX) and not e.name.startswith("."))
+        names = sorted(
+            e.name
+            for e in os.scandir(directory)
+            if e.name.endswith((EVENT_SUFFIX, TAKEN_SUFFIX)) and not e.name.startswith(".") and e.name != APPEND_NAME
+        )
     except FileNotFoundError:
         return []
     out: list[SpoolFile] = []
@@ -77,14 +135,16 @@ def scan(directory: Path, skip: set[str], max_files: int = 2000, max_bytes: int 
             if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
                 log.warning("spool file %s is not a regular file of uid %d; left in place", path, uid)
                 continue
-            chunks = []
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-            data = b"".join(chunks)
+            if name.endswith(TAKEN_SUFFIX):
+                fcntl.flock(fd, fcntl.LOCK_EX)  # waits for an append already under way (microseconds)
+            data = _read(fd)
         finally:
             os.close(fd)
         t, pid = parse_name(name)
-        out.append(SpoolFile(name, data, t if t is not None else st.st_mtime, Peer(pid, st.st_uid)))
+        spooled_at = t if t is not None else st.st_mtime
+        lines, oversized = _split(data, max_line)
+        stamped = _stamped(lines, spooled_at) if name.endswith(TAKEN_SUFFIX) else [(spooled_at, x) for x in lines]
+        out.append(SpoolFile(name, stamped, oversized, Peer(pid, st.st_uid)))
         total += len(data)
         if len(out) >= max_files or total >= max_bytes:
             break
