@@ -101,10 +101,13 @@ async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = 
             await replies
             s = ingest.stats
             log.info(
-                "stopped: %d events committed, %d rejected, %d duplicates this run",
+                "stopped: %d events committed, %d rejected, %d duplicates this run; "
+                "%d connections (%d served at accept)",
                 s.committed,
                 sum(s.rejected.values()),
                 s.duplicates,
+                server.accepted,
+                server.quick,
             )
             return 0 if code == 0 else 1
     except* WriterError as eg:
