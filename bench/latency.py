@@ -5,7 +5,7 @@
 1. Python ``emit()`` with the daemon up (fire-and-forget: socket, connect, send, close), p50 and
    p99 over many sequential calls from one process, against a bare stdlib ``socket``
    connect + send + close of the same bytes to the same daemon (the floor).
-2. ``emit()`` with the daemon down, so every event is spooled (a file written, then renamed):
+2. ``emit()`` with the daemon down, so every event is spooled (one record appended to the spool file):
    spool on the normal disk (what the default spool location gives users) and on /dev/shm,
    against the same ``emit()`` with the daemon up.
 3. ``hookd-emit TYPE JSON`` as a whole process, against ``sh -c "printf '%s\\n' JSON | socat -u -
@@ -155,8 +155,9 @@ def fs_of(path: Path) -> str:
 
 
 def count_files(d: Path) -> int:
+    """Spooled events in a spool directory: records of the append file and per-event files."""
     try:
-        return sum(1 for _ in d.iterdir())
+        return sum(p.read_bytes().count(b"\n") for p in d.iterdir() if not p.name.startswith("."))
     except FileNotFoundError:
         return 0
 
@@ -370,7 +371,7 @@ class Bench:
                     for key, h in homes.items():
                         counted[key] = count_files(h / "spool")
                         if counted[key] != sz.spool_calls:
-                            raise RuntimeError(f"{key}: {counted[key]} spool files, expected {sz.spool_calls}")
+                            raise RuntimeError(f"{key}: {counted[key]} spooled events, expected {sz.spool_calls}")
                     if hookd_client.spooled() - spooled0 != 2 * sz.spool_calls:
                         raise RuntimeError("daemon-up emits were spooled")
                     log(
