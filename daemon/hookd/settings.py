@@ -21,7 +21,7 @@ class Settings:
     #: Batches handed to the writer and not yet committed; past this, reading pauses. Deep
     #: enough that the daemon frames the next batches while the writer commits (at 4 the
     #: writer sat idle between commits: both processes were ~60% busy at full load).
-    max_inflight: int = 16
+    max_inflight: int = 8
     #: Longest accepted line in bytes (without the newline).
     max_line: int = DEFAULT_MAX_LINE
     #: SQLite ``PRAGMA synchronous`` and whether the mirror is fsync'ed per batch (``full``).

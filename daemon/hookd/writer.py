@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover - apsw is a dependency; stdlib sqlite3 s
 log = logging.getLogger("hookd.writer")
 
 #: Frames read back to back are committed in one transaction, up to this many.
-MAX_COALESCE = 16
+MAX_COALESCE = 8
 
 
 class ApswConnection:
@@ -303,12 +303,13 @@ class FrameReader:
     def _parse(self, out: list[list[Any]], limit: int) -> None:
         buf = self.buf
         pos = 0
-        while len(out) < limit and len(buf) - pos >= 4:
-            (n,) = wire.HEADER.unpack_from(buf, pos)
-            if len(buf) - pos - 4 < n:
-                break
-            out.append(wire.unpack(bytes(buf[pos + 4 : pos + 4 + n])))
-            pos += 4 + n
+        with memoryview(buf) as view:  # decode in place: no copy of each frame
+            while len(out) < limit and len(buf) - pos >= 4:
+                (n,) = wire.HEADER.unpack_from(buf, pos)
+                if len(buf) - pos - 4 < n:
+                    break
+                out.append(wire.unpack(view[pos + 4 : pos + 4 + n]))
+                pos += 4 + n
         del buf[:pos]
 
     def read(self, limit: int = MAX_COALESCE) -> list[list[Any]]:
