@@ -39,7 +39,10 @@ class Envelope(msgspec.Struct):
 
 
 class MirrorLine(msgspec.Struct, omit_defaults=False):
-    """One line of the JSONL mirror: the envelope hookd decided, and the client's object."""
+    """One line of the JSONL mirror: the envelope hookd decided, and the client's object.
+
+    Encoded here for live events; decoded again by recovery and ``hookd rebuild``.
+    """
 
     eid: int
     type: str
@@ -50,6 +53,11 @@ class MirrorLine(msgspec.Struct, omit_defaults=False):
     pid: int | None
     uid: int | None
     data: msgspec.Raw
+
+    def row(self) -> tuple:
+        """The ``events`` row of this line, in ROW_COLUMNS order."""
+        data = bytes(self.data).decode("utf-8")
+        return (self.eid, self.type, self.ts, self.session, self.id, self.recv_ts, self.pid, self.uid, data)
 
 
 # Column order of ``events`` rows as produced here and inserted by the writer.

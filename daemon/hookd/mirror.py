@@ -15,34 +15,9 @@ from pathlib import Path
 
 import msgspec
 
+from .framing import MirrorLine
+
 log = logging.getLogger("hookd.mirror")
-
-
-class MirrorRecord(msgspec.Struct):
-    """What recovery and rebuild read back from a mirror line."""
-
-    eid: int
-    type: str
-    ts: float
-    session: str | None
-    id: str | None
-    recv_ts: float
-    pid: int | None
-    uid: int | None
-    data: msgspec.Raw
-
-    def row(self) -> tuple:
-        return (
-            self.eid,
-            self.type,
-            self.ts,
-            self.session,
-            self.id,
-            self.recv_ts,
-            self.pid,
-            self.uid,
-            bytes(self.data).decode("utf-8"),
-        )
 
 
 def day_of(t: float) -> str:
@@ -127,13 +102,13 @@ class Mirror:
         log.warning("cut a torn last line (%d bytes) from %s", size - keep, path)
         return size - keep
 
-    def records_after(self, floor: int) -> Iterator[MirrorRecord]:
+    def records_after(self, floor: int) -> Iterator[MirrorLine]:
         """Every mirror record with eid > ``floor``, oldest file first.
 
         A file whose last record is not newer than ``floor`` is skipped after reading its tail
         only, so recovery after a crash reads about one file, not the whole history.
         """
-        decode = msgspec.json.Decoder(MirrorRecord).decode
+        decode = msgspec.json.Decoder(MirrorLine).decode
         for path in self.files():
             last = _last_eid(path)
             if last is not None and last <= floor:

@@ -347,8 +347,13 @@ class Server:
             self._watch(not paused)
 
     def _accept_ready(self) -> None:
+        self._accept(self.ACCEPT_BATCH, stopping=False)
+
+    def _accept(self, limit: int | None, *, stopping: bool) -> None:
+        """Accept up to ``limit`` queued connections (all of them when stopping) and serve them."""
         accept = self.listener.sock._accept  # type: ignore[attr-defined]
-        for _ in range(self.ACCEPT_BATCH):
+        n = 0
+        while limit is None or n < limit:
             try:
                 # The C-level accept and socket: socket.socket's wrapper converts family and
                 # type to enums for every connection (measured ~10% of the daemon's time).
@@ -356,16 +361,20 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
+                if stopping:
+                    log.warning("accepting queued connections at shutdown: %s", e.strerror)
+                    return
                 # Out of descriptors, say: back off instead of spinning on a readable socket.
                 log.warning("cannot accept connections (%s); retrying in 0.1 s", e.strerror)
                 self._watch(False)
                 assert self._loop is not None
                 self._loop.call_later(0.1, lambda: self._watch(not self.flow.paused))
                 return
+            n += 1
             self.accepted += 1
             self._serve(conn)
-            if self.flow.paused:
-                return
+            if self.flow.paused and not stopping:
+                return  # the listen queue holds the rest until the writer catches up
 
     def _serve(self, conn: _socket.socket) -> None:
         try:
@@ -444,9 +453,9 @@ class Server:
         self._watch(False)
         deadline = time.monotonic() + grace
         for _ in range(2):
-            self._accept_all()
+            self._accept(None, stopping=True)
             await asyncio.sleep(0.02)
-        self._accept_all()
+        self._accept(None, stopping=True)
         self.listener.sock.close()
         if self._handoffs:
             await asyncio.gather(*self._handoffs, return_exceptions=True)
@@ -457,20 +466,6 @@ class Server:
         for proto in list(self.connections):
             proto.read_what_is_left()
         await asyncio.sleep(0)  # let connection_lost callbacks run
-
-    def _accept_all(self) -> None:
-        """Accept until the queue is empty, whatever the flow control says: we are stopping."""
-        accept = self.listener.sock._accept  # type: ignore[attr-defined]
-        while True:
-            try:
-                conn = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, accept()[0])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("accepting queued connections at shutdown: %s", e.strerror)
-                return
-            self.accepted += 1
-            self._serve(conn)
 
     def close_all(self) -> None:
         """After the last commit: close connections that were kept open for their replies."""

@@ -34,7 +34,8 @@ from typing import Any
 
 from . import store, wire
 from .errors import HookdError, StoreError
-from .mirror import Mirror, MirrorRecord
+from .framing import MirrorLine
+from .mirror import Mirror
 
 try:  # a newer SQLite than the system's: about 1.2x faster inserts (docs/performance.md)
     import apsw
@@ -135,7 +136,7 @@ class Writer:
                     pass
         self.db.execute("DELETE FROM spool_done WHERE name IN (SELECT value FROM json_each(?))", (json.dumps(names),))
 
-    def load(self, records: Iterable[MirrorRecord], chunk: int = 20_000) -> int:
+    def load(self, records: Iterable[MirrorLine], chunk: int = 20_000) -> int:
         """Insert mirror records (recovery, rebuild) in large transactions. Not mirrored again."""
         total = 0
         rows: list[tuple] = []
