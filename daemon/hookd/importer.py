@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -42,6 +43,28 @@ class ImportResult:
     duplicates: int = 0  # already stored (an earlier import, or the same id)
     rejected: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+
+
+class _Checkpointer(threading.Thread):
+    """PASSIVE WAL checkpoints from this process, as the daemon does: off the writer's path."""
+
+    def __init__(self, db: Path, interval: float = 0.5) -> None:
+        super().__init__(name="hookd-import-checkpoints", daemon=True)
+        self.db = db
+        self.interval = interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.db, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 100")
+            while not self.stop.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError:
+                    pass
+        finally:
+            conn.close()
 
 
 class _Replies(threading.Thread):
@@ -127,6 +150,8 @@ def import_files(
     result = ImportResult()
     replies = _Replies(writer.stdout, result)
     replies.start()
+    checkpoints = _Checkpointer(paths.db)
+    checkpoints.start()
     framer = Framer(EidClock(first[1]))
     total_bytes = sum(f.stat().st_size for f in files) or 1
     done_bytes = 0
@@ -189,6 +214,8 @@ def import_files(
     finally:
         code = writer.wait()
         replies.join()
+        checkpoints.stop.set()
+        checkpoints.join()
     if code != 0 or replies.fatal:
         raise WriterError(f"the writer process failed: {replies.fatal or f'exit status {code}'}")
     result.seconds = time.monotonic() - started
