@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -413,3 +415,25 @@ def test_flood_keeps_memory_bounded_and_loses_nothing(home: Path) -> None:
     print(f"flood: idle RSS {idle:.1f} MB, peak {peak[0]:.1f} MB (daemon + writer)")
     (home.parent / "hookd-flood-rss.txt").write_text(f"{idle:.1f} {peak[0]:.1f}\n")
     assert peak[0] < 150, f"peak RSS {peak[0]:.1f} MB"
+
+
+def test_writer_killed_stops_the_daemon_loudly_and_a_restart_keeps_everything_acked(home: Path) -> None:
+    """A daemon without its writer must not keep accepting events it cannot store."""
+    d = Daemon(home).start()
+    assert d.proc is not None
+    env = clean_env(home)
+    code = "import hookd_client\nprint(*[hookd_client.emit('before', i=i, wait=True) for i in range(50)])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    acked = [int(x) for x in out.stdout.split()]
+    writer = int(Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children").read_text().split()[0])
+    os.kill(writer, signal.SIGKILL)
+    assert d.proc.wait(20) == 1
+    d._exited.wait(5)
+    assert "the writer process failed" in d.logtext
+    assert not d.socket.exists(), "the socket is gone, so clients spool instead of sending into the void"
+    code = "import hookd_client\nassert hookd_client.emit('while_down', n=1)\nassert hookd_client.spooled() == 1"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    d.start()
+    assert d.wait_count(51) == 51
+    assert d.stop() == 0
+    assert sorted(e for (e,) in d.query("SELECT eid FROM events WHERE type = 'before'")) == sorted(acked)

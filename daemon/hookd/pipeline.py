@@ -87,6 +87,7 @@ class WriterLink:
         #: Called as (batch, stored, duplicates) when a batch is committed.
         self.on_done: list[Any] = []
         self.failed: str | None = None
+        self._closing = False
         self.drained = asyncio.Event()
         self.drained.set()
 
@@ -162,9 +163,17 @@ class WriterLink:
                 for batch in pending:
                     for _i, _eid, conn, slot in batch.acks:
                         conn.reply(slot, error_reply("store_failed", self.failed))
-                if pending or msg is not None:
-                    raise WriterError(f"the writer process failed: {self.failed}")
-                return
+                if not pending and msg is None and self._closing:
+                    return  # the end we asked for
+                lost = sum(b.rows for b in pending)
+                detail = (
+                    f"; {lost} events in {len(pending)} batches were handed to it and not confirmed "
+                    "(those it had written to the mirror are replayed at the next start; waiting "
+                    "senders were answered store_failed)"
+                    if pending
+                    else ""
+                )
+                raise WriterError(f"the writer process failed: {self.failed}{detail}")
             _, seq, stored, dups = msg
             batch = self._pending.pop(seq)
             if not self._pending:
@@ -183,6 +192,7 @@ class WriterLink:
         """Ask the writer to finish (it commits all it has, checkpoints) and wait for it."""
         if self.proc is None:
             return 0
+        self._closing = True
         if self.proc.returncode is None and not self._frames.is_closing():
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self._frames.write(wire.pack(["close"]))
