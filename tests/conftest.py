@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -140,6 +141,21 @@ class Daemon:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def settle(daemon: Daemon, events: int, rejected: int = 0) -> None:
+    """Wait for ``events``, stop the daemon (it commits all it read) and check the exact counts."""
+    assert daemon.wait_count(events) >= events
+    assert daemon.stop() == 0, daemon.logtext
+    assert daemon.count() == events
+    assert daemon.query("SELECT count(*) FROM rejected")[0][0] == rejected
+    assert len(daemon.mirror_lines()) == events
+
+
+def stored(daemon: Daemon) -> list[tuple[str, str | None, dict]]:
+    """(type, session, data parsed) of every stored event, in eid order."""
+    rows = daemon.query("SELECT type, session, data FROM events ORDER BY eid")
+    return [(t, s, json.loads(d)) for t, s, d in rows]
 
 
 @pytest.fixture

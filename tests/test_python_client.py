@@ -28,24 +28,10 @@ from pathlib import Path
 import pytest
 
 import hookd_client
-from conftest import ROOT, Daemon, clean_env
+from conftest import ROOT, Daemon, clean_env, settle, stored
 from hookd_client import dropped, emit, socket_path, spool_dir, spooled
 
 CLIENT_FILE = ROOT / "clients" / "python" / "hookd_client.py"
-
-
-def settle(daemon: Daemon, events: int, rejected: int = 0) -> None:
-    """Wait for ``events``, stop the daemon (it commits all it read) and check the exact counts."""
-    assert daemon.wait_count(events) >= events
-    assert daemon.stop() == 0, daemon.logtext
-    assert daemon.count() == events
-    assert daemon.query("SELECT count(*) FROM rejected")[0][0] == rejected
-    assert len(daemon.mirror_lines()) == events
-
-
-def stored(daemon: Daemon) -> list[tuple[str, str | None, dict]]:
-    rows = daemon.query("SELECT type, session, data FROM events ORDER BY eid")
-    return [(t, s, json.loads(d)) for t, s, d in rows]
 
 
 def spool_files(directory: Path) -> list[Path]:

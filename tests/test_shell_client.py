@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import SHELL_CLIENT, Daemon, clean_env
+from conftest import SHELL_CLIENT, Daemon, clean_env, settle, stored
 
 #: How the client is started: through its `#!/bin/sh` line, and with `sh` named explicitly.
 RUNNERS = {"exec": [str(SHELL_CLIENT)], "sh": ["sh", str(SHELL_CLIENT)]}
@@ -80,21 +80,6 @@ def ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, proc
     assert proc.stdout == b"", proc
     assert proc.stderr == b"", proc  # the daemon took it: nothing to say
-
-
-def settle(daemon: Daemon, events: int, rejected: int = 0) -> None:
-    """Wait for ``events``, stop the daemon (it commits all it read) and check the exact counts."""
-    assert daemon.wait_count(events) >= events
-    assert daemon.stop() == 0, daemon.logtext
-    assert daemon.count() == events
-    assert daemon.query("SELECT count(*) FROM rejected")[0][0] == rejected
-    assert len(daemon.mirror_lines()) == events
-
-
-def stored(daemon: Daemon) -> list[tuple[str, str | None, dict]]:
-    """(type, session, data parsed) of every stored event, in eid order."""
-    rows = daemon.query("SELECT type, session, data FROM events ORDER BY eid")
-    return [(t, s, json.loads(d)) for t, s, d in rows]
 
 
 def by_marker(daemon: Daemon) -> dict[str, tuple[str, str]]:
