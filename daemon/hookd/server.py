@@ -399,13 +399,18 @@ class Server:
             eof = True  # reset by the client: what was read still counts
         data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         if eof and not (data.startswith(b"?") or b"\n?" in data):
-            splitter = LineSplitter(self.max_line)
-            lines = splitter.feed(data)
-            tail = splitter.finish()
-            if tail is not None:
-                lines.append(tail)
-            for n, head in splitter.oversized:
-                self.sink.oversized(n, head, peer)
+            if len(data) <= self.max_line:
+                lines = data.split(b"\n")  # no line can be too long; a last line without \n counts
+                if not lines[-1]:
+                    lines.pop()
+            else:
+                splitter = LineSplitter(self.max_line)
+                lines = splitter.feed(data)
+                tail = splitter.finish()
+                if tail is not None:
+                    lines.append(tail)
+                for n, head in splitter.oversized:
+                    self.sink.oversized(n, head, peer)
             if lines:
                 self.sink.lines(lines, peer, None)
             conn.close()
