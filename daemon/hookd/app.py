@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
 
 import aiosqlite
 
@@ -63,7 +62,7 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
         await asyncio.sleep(settings.spool_interval)
 
 
-async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = None) -> int:
+async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT. Returns the process exit status."""
     paths = settings.paths
     private_dir(paths.db.parent)
@@ -88,8 +87,6 @@ async def serve(settings: Settings, on_ready: Callable[[Server], None] | None = 
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             await server.start()
             log.info("ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir)
-            if on_ready is not None:
-                on_ready(server)
             await stop.wait()
             log.info("stopping: no new connections; reading what clients already sent")
             sp.cancel()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from datetime import datetime
 from typing import Final, NamedTuple
 
@@ -300,7 +299,3 @@ class LineSplitter:
     @property
     def buffered(self) -> int:
         return len(self._partial)
-
-
-def now() -> float:
-    return time.time()

@@ -51,12 +51,10 @@ class FlowControl:
         self.transports: set[asyncio.Transport] = set()
         #: Called with the new state (True = paused): the server stops and resumes accepting.
         self.listeners: list[Callable[[bool], None]] = []
-        self.pauses = 0
 
     def pause(self) -> None:
         if not self.paused:
             self.paused = True
-            self.pauses += 1
             for t in self.transports:
                 t.pause_reading()
             for cb in self.listeners:
