@@ -151,3 +151,27 @@ def test_view_names_are_validated() -> None:
     assert store.view_name("sqlite_x") is None
     db = sqlite3.connect(":memory:")
     assert store.create_view(db, "a b") is False
+
+
+def test_type_counts_sent_by_the_daemon_match_the_rows(writer: Writer) -> None:
+    from hookd.pipeline import type_summary
+
+    framer = Framer()
+    lines = [json.dumps({"type": t, "ts": 1_700_000_000 + i, "i": i}).encode() for i, t in enumerate("abcabca" * 3)]
+    with_summary = make_batch(1, lines[:10], framer)
+    with_summary.append(type_summary(with_summary[2]))
+    plain = make_batch(2, lines[10:], framer)  # an older daemon's frame: the writer counts itself
+    writer.commit([with_summary])
+    writer.commit([plain])
+    # ids make the second send of a batch all duplicates: the summary must not count them
+    dup_lines = [json.dumps({"type": "a", "id": f"x{i}"}).encode() for i in range(3)]
+    for seq in (3, 4):
+        b = make_batch(seq, dup_lines, framer)
+        b.append(type_summary(b[2]))
+        writer.commit([b])
+    got = writer.db.execute("SELECT type, count, first_ts, last_ts FROM event_types ORDER BY type").fetchall()
+    want = writer.db.execute(
+        "SELECT type, count(*), min(ts), max(ts) FROM events GROUP BY type ORDER BY type"
+    ).fetchall()
+    assert got == want
+    assert dict((t, n) for t, n, _f, _l in got) == {"a": 9 + 3, "b": 6, "c": 6}

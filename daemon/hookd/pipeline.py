@@ -58,6 +58,27 @@ class Replier(Protocol):
     def reply(self, slot: int, data: bytes) -> None: ...
 
 
+def type_summary(rows: list[tuple]) -> list[list[Any]]:
+    """Per type in a batch: [type, count, first ts, last ts], for the writer's ``event_types``.
+
+    Done here because the daemon has spare CPU at full load and the writer has none: counting
+    by reading the rows back in SQL cost the writer about a tenth of its time (py-spy).
+    """
+    out: dict[str, list[Any]] = {}
+    for row in rows:
+        etype, ts = row[1], row[2]
+        s = out.get(etype)
+        if s is None:
+            out[etype] = [etype, 1, ts, ts]
+        else:
+            s[1] += 1
+            if ts < s[2]:
+                s[2] = ts
+            elif ts > s[3]:
+                s[3] = ts
+    return list(out.values())
+
+
 @dataclass(slots=True)
 class Batch:
     """What the daemon remembers about a batch until the writer has committed it."""
@@ -314,7 +335,18 @@ class Ingest:
         self._seq += 1
         rows, self._rows = self._rows, []
         batch = Batch(self._seq, len(rows), self._acks, self._spool_names)
-        frame = wire.pack(["batch", self._seq, rows, self._mirror, self._with_id, self._rejects, self._spool_names])
+        frame = wire.pack(
+            [
+                "batch",
+                self._seq,
+                rows,
+                self._mirror,
+                self._with_id,
+                self._rejects,
+                self._spool_names,
+                type_summary(rows),
+            ]
+        )
         self._mirror, self._with_id, self._rejects, self._acks, self._spool_names = [], [], [], [], []
         self.stats.batches += 1
         self.link.send(batch, frame)

@@ -108,6 +108,12 @@ INSERT_EVENT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_REJECTED = "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
+#: Per-type counts sent with a batch by the daemon ([type, count, first_ts, last_ts]).
+ADD_TYPE_COUNTS = (
+    "INSERT INTO event_types (type, count, first_ts, last_ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
+    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+)
 #: Per-type counts for the rows of one transaction, found by their eid range (no Python per row).
 TYPES_FROM_RANGE = (
     "INSERT INTO event_types (type, count, first_ts, last_ts) "

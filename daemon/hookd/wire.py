@@ -1,7 +1,9 @@
 """Frames between the daemon and its writer process: 4-byte length, then msgpack.
 
 Daemon to writer:
-    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names]
+    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names, types]
+        types: [[type, count, first_ts, last_ts], ...] of the rows (optional: the writer counts
+        the rows itself without it, or when a batch had duplicates)
     ["close"]
 Writer to daemon:
     ["ready", max_eid, schema_version]

@@ -196,8 +196,15 @@ class Writer:
             early = self._io.submit(self.mirror.write, b"".join(line for b in batches for line in b[3]))
         db.execute("BEGIN IMMEDIATE")
         try:
-            for _kind, seq, rows, mirror_lines, with_id, rejects, spool_names in batches:
+            summaries: list[list[Any]] | None = []
+            for frame in batches:
+                _kind, seq, rows, mirror_lines, with_id, rejects, spool_names = frame[:7]
                 dups = store.insert_events(db, rows, with_id) if rows else []
+                if summaries is not None:
+                    if dups or len(frame) < 8:
+                        summaries = None  # count what was really stored, below
+                    else:
+                        summaries.extend(frame[7])
                 if dups:
                     skip = {i for i, _eid in dups}
                     out.extend(line for i, line in enumerate(mirror_lines) if i not in skip)
@@ -219,7 +226,10 @@ class Writer:
                 counts["committed"] = counts.get("committed", 0) + len(rows) - len(dups)
                 replies.append(["done", seq, len(rows) - len(dups), dups])
             if lo is not None:
-                db.execute(store.TYPES_FROM_RANGE, (lo, hi))
+                if summaries is not None:
+                    db.executemany(store.ADD_TYPE_COUNTS, summaries)
+                else:
+                    db.execute(store.TYPES_FROM_RANGE, (lo, hi))
                 self._new_views()
             store.bump_counters(db, counts)
         except BaseException as e:
