@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .framing import DEFAULT_MAX_LINE
@@ -34,6 +34,22 @@ class Settings:
     checkpoint_interval: float = 0.5
     #: How often the spool directory is scanned for events clients left there (seconds).
     spool_interval: float = 1.0
+
+    # -- retention (see docs/configuration.md); None means keep forever ---------------------
+    #: Events older than this (by their ``ts``, seconds) are deleted, unless their type says otherwise.
+    max_age: float | None = None
+    #: Per type: its own maximum age in seconds, or None to keep that type forever.
+    type_max_age: dict[str, float | None] = field(default_factory=dict)
+    #: Delete the oldest events while the database holds more than this many bytes of data.
+    max_size: int | None = None
+    #: Mirror day files (``YYYY-MM-DD.jsonl``) older than this many seconds are deleted.
+    mirror_max_age: float | None = None
+    #: Delete the oldest mirror files while the mirror directory holds more than this many bytes.
+    mirror_max_size: int | None = None
+    #: Compress mirror day files once the day is over (``YYYY-MM-DD.jsonl.gz``).
+    mirror_compress: bool = True
+    #: How often retention runs (seconds); each run deletes in small steps.
+    retention_interval: float = 60.0
 
     def validate(self) -> Settings:
         if not 1 <= self.batch_size <= 100_000:
