@@ -76,7 +76,7 @@ def test_parse_fields() -> None:
 def test_bad_environment_value_is_a_usage_error(monkeypatch, capsys) -> None:
     monkeypatch.setenv("HOOKD_BATCH_SIZE", "lots")
     assert main(["run"]) == 2
-    assert "HOOKD_BATCH_SIZE='lots' is not an integer" in capsys.readouterr().err
+    assert "HOOKD_BATCH_SIZE: expected an integer, got 'lots'" in capsys.readouterr().err
 
 
 def test_help_lists_every_command_and_flag() -> None:

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, config
 from .errors import ConfigError, HookdError
-from .paths import resolve
-from .settings import SYNCHRONOUS_LEVELS, Settings
+from .settings import LOG_LEVELS, SYNCHRONOUS_LEVELS, Settings
 
 log = logging.getLogger("hookd")
 
@@ -32,27 +31,13 @@ paths (flag > variable > HOOKD_HOME > default):
 """
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not an integer") from None
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number") from None
-
-
 def _add_path_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (HOOKD_CONFIG; default $XDG_CONFIG_HOME/hookd/config.toml, "
+        "or $HOOKD_HOME/config.toml when HOOKD_HOME is set)",
+    )
     p.add_argument("--socket", metavar="PATH", help="Unix socket to listen on (HOOKD_SOCKET)")
     p.add_argument("--db", metavar="PATH", help="SQLite database file (HOOKD_DB)")
     p.add_argument("--mirror-dir", metavar="DIR", help="directory of the JSONL mirror (HOOKD_MIRROR_DIR)")
@@ -106,9 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite synchronous level; 'full' also fsyncs the mirror per batch (HOOKD_SYNCHRONOUS; default normal)",
     )
     run.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        metavar="UID",
+        help="also accept events from this uid; repeatable (HOOKD_ALLOWED_UIDS; default: your own uid only)",
+    )
+    run.add_argument(
         "--log-level",
-        default=os.environ.get("HOOKD_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="(HOOKD_LOG_LEVEL; default info)",
     )
 
@@ -138,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--type", metavar="T", help="store every line as type T (whatever its own type key says)")
     _add_path_flags(imp)
 
+    cfg = sub.add_parser(
+        "config",
+        help="print the effective configuration and where each value came from",
+        description="Print the configuration hookd would use, as TOML, with the source of every "
+        "value (flag, environment variable, file, default) in a comment. Checks the file: an "
+        "unknown key or a bad value is an error (exit 2) that names it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=PATHS_HELP,
+    )
+    cfg.add_argument("--json", action="store_true", help="print [{key, value, source}, ...] as JSON")
+    _add_path_flags(cfg)
+
     emit = sub.add_parser(
         "emit",
         help="send one event from a terminal",
@@ -154,15 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir, spool_dir=args.spool_dir)
-    delay_ms = args.batch_delay if args.batch_delay is not None else _env_float("HOOKD_BATCH_DELAY_MS", 50.0)
-    return Settings(
-        paths=paths,
-        batch_size=args.batch_size if args.batch_size is not None else _env_int("HOOKD_BATCH_SIZE", 1000),
-        batch_delay=delay_ms / 1000.0,
-        max_line=args.max_line if args.max_line is not None else _env_int("HOOKD_MAX_LINE", 1 << 20),
-        synchronous=args.synchronous or os.environ.get("HOOKD_SYNCHRONOUS", "normal"),
-    ).validate()
+    """Flags > environment > configuration file > defaults (see hookd.config)."""
+    return config.load(args)
 
 
 def parse_fields(pairs: Sequence[str]) -> dict[str, object]:
@@ -189,8 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .app import serve
 
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
     settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
     return uvloop.run(serve(settings))
 
 
@@ -224,7 +220,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     from .rebuild import rebuild
 
     logging.basicConfig(level="WARNING", stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
-    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir, spool_dir=args.spool_dir)
+    paths = settings_from(args).paths
     result = rebuild(paths)
     print(f"rebuilt {paths.db}: {result.events} events from {result.files} mirror file(s)")
     if result.backup is not None:
@@ -236,9 +232,17 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_files, render_progress
 
-    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir, spool_dir=args.spool_dir)
+    settings = settings_from(args)
+    paths = settings.paths
     progress = render_progress(sys.stderr) if sys.stderr.isatty() else None
-    r = import_files(paths, args.files, force_type=args.type, progress=progress)
+    r = import_files(
+        paths,
+        args.files,
+        force_type=args.type,
+        max_line=settings.max_line,
+        aliases=settings.aliases,
+        progress=progress,
+    )
     rejected = sum(r.rejected.values())
     rate = r.lines / r.seconds if r.seconds else 0.0
     print(
@@ -252,7 +256,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import}
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.json:
+        rows = [
+            {"key": k, "value": config.display_value(k, v), "source": src} for k, v, src in config.effective(settings)
+        ]
+        print(json.dumps({"file": str(settings.config_path), "loaded": settings.config_loaded, "keys": rows}, indent=2))
+    else:
+        sys.stdout.write(config.render_toml(settings))
+    return 0
+
+
+COMMANDS = {"config": cmd_config, "run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,8 +158,11 @@ class Framer:
     One instance per daemon: it holds the reused decoder and encoder and the eid clock.
     """
 
-    def __init__(self, clock: EidClock | None = None) -> None:
+    def __init__(self, clock: EidClock | None = None, aliases: dict[str, str] | None = None) -> None:
         self.clock = clock or EidClock()
+        #: Normalized type -> the type it is stored as (configuration ``[aliases]``); may be
+        #: replaced while running (SIGHUP).
+        self.aliases = aliases or {}
         self._decode = msgspec.json.Decoder(Envelope).decode
         self._encode = msgspec.json.Encoder().encode
 
@@ -204,6 +207,8 @@ class Framer:
             etype = normalize_type(raw_type)  # type: ignore[assignment]
             if etype is None:
                 raise Rejection("bad_type", f"{raw_type[:80]!r} does not normalize to [a-z][a-z0-9_]{{0,62}}")
+            if self.aliases:
+                etype = self.aliases.get(etype, etype)
         ts = now if env.ts is None else parse_ts(env.ts, now)
         session = env.session if env.session is not None else env.session_id
         if session is not None and not isinstance(session, str):

@@ -116,6 +116,7 @@ def import_files(
     *,
     force_type: str | None = None,
     max_line: int = 1 << 20,
+    aliases: dict[str, str] | None = None,
     progress: Callable[[int, int, ImportResult], None] | None = None,
 ) -> ImportResult:
     for f in files:
@@ -152,7 +153,7 @@ def import_files(
     replies.start()
     checkpoints = _Checkpointer(paths.db)
     checkpoints.start()
-    framer = Framer(EidClock(first[1]))
+    framer = Framer(EidClock(first[1]), aliases=aliases)
     total_bytes = sum(f.stat().st_size for f in files) or 1
     done_bytes = 0
     started = time.monotonic()

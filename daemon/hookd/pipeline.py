@@ -229,7 +229,7 @@ class Ingest:
         self.link = link
         self.flow = flow
         self.stats = Stats()
-        self.framer = Framer(EidClock(link.max_eid))
+        self.framer = Framer(EidClock(link.max_eid), aliases=dict(settings.aliases))
         #: Spool files handed to the writer and not yet committed: a rescan must skip them.
         self.spool_inflight: set[str] = set()
         self._seq = 0

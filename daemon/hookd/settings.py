@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import ConfigError
 from .framing import DEFAULT_MAX_LINE
 from .paths import Paths
 
 SYNCHRONOUS_LEVELS = ("off", "normal", "full")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass
+class TypeConfig:
+    """``[types.NAME]`` of the configuration file (its ``max_age`` lives in ``type_max_age``)."""
+
+    #: Listed by ``hookd status`` as ``never`` until it is seen.
+    expected: bool = False
+    #: This type's own ``stale`` threshold (seconds); None: ``stale_after``.
+    stale_after: float | None = None
+    #: Extra columns of the ``<type>_events`` view: column name -> JSON path into ``data``.
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +65,20 @@ class Settings:
     #: How often retention runs (seconds); each run deletes in small steps.
     retention_interval: float = 60.0
 
+    # -- who may send, logging, status, types (docs/configuration.md) ----------------------
+    #: Peer uids accepted besides the daemon's own.
+    allowed_uids: tuple[int, ...] = ()
+    log_level: str = "info"
+    #: A type not seen for this long is ``stale`` in ``hookd status`` (seconds).
+    stale_after: float = 86400.0
+    types: dict[str, TypeConfig] = field(default_factory=dict)
+    #: Incoming (normalized) type -> the type it is stored as.
+    aliases: dict[str, str] = field(default_factory=dict)
+    #: The configuration file read (or looked for), and where each value came from.
+    config_path: Path | None = None
+    config_loaded: bool = False
+    sources: dict[str, str] = field(default_factory=dict)
+
     def validate(self) -> Settings:
         if not 1 <= self.batch_size <= 100_000:
             raise ConfigError(f"batch size must be 1..100000, got {self.batch_size}")
@@ -64,4 +92,26 @@ class Settings:
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {self.synchronous!r}")
         if not 0.0 <= self.shutdown_grace <= 60.0:
             raise ConfigError(f"shutdown grace must be 0..60 seconds, got {self.shutdown_grace}")
+        if not 1 <= self.backlog <= 65535:
+            raise ConfigError(f"backlog must be 1..65535, got {self.backlog}")
+        for name, value in (("max_age", self.max_age), ("mirror_max_age", self.mirror_max_age)):
+            if value is not None and value < 60:
+                raise ConfigError(f"{name} must be at least 60 seconds (or forever), got {value}")
+        for etype, age in self.type_max_age.items():
+            if age is not None and age < 60:
+                raise ConfigError(f"max_age of type {etype} must be at least 60 seconds (or forever), got {age}")
+        for name, size in (("max_size", self.max_size), ("mirror_max_size", self.mirror_max_size)):
+            if size is not None and size < 1 << 20:
+                raise ConfigError(f"{name} must be at least 1MiB (or unlimited), got {size}")
+        if not 1.0 <= self.retention_interval <= 86400.0:
+            raise ConfigError(f"retention interval must be 1s..1d, got {self.retention_interval}")
+        if not 0.05 <= self.spool_interval <= 3600.0:
+            raise ConfigError(f"spool interval must be 50ms..1h, got {self.spool_interval}")
+        if self.stale_after <= 0:
+            raise ConfigError(f"stale_after must be positive, got {self.stale_after}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        for alias, target in self.aliases.items():
+            if target in self.aliases:
+                raise ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)")
         return self
