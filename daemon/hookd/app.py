@@ -15,7 +15,8 @@ import signal
 
 import aiosqlite
 
-from . import spool
+from . import config, spool
+from .control import Control
 from .errors import WriterError
 from .paths import private_dir
 from .pipeline import Ingest, WriterLink
@@ -62,6 +63,44 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
         await asyncio.sleep(settings.spool_interval)
 
 
+def view_columns(settings: Settings) -> dict[str, dict[str, str]]:
+    return {t: dict(tc.columns) for t, tc in settings.types.items() if tc.columns}
+
+
+def reload(settings: Settings, ingest: Ingest) -> None:
+    """SIGHUP: read the configuration again and apply what can change while running.
+
+    Paths, the synchronous level, in-flight depth and backlog need a restart: a change to
+    them is logged and ignored. A configuration that does not load is logged and ignored: the
+    daemon keeps running on the one it has.
+    """
+    try:
+        new = config.load(settings.reload_args, config_file=settings.reload_file)
+    except Exception as e:  # noqa: BLE001 - any error: keep the old configuration
+        log.error("SIGHUP: configuration not reloaded, keeping the current one: %s", e)
+        return
+    changed = []
+    for key in config.KEYS:
+        old_v = getattr(settings.paths, key.attr) if key.name.startswith("paths.") else getattr(settings, key.attr)
+        new_v = getattr(new.paths, key.attr) if key.name.startswith("paths.") else getattr(new, key.attr)
+        if old_v == new_v:
+            continue
+        if not key.live:
+            log.warning("SIGHUP: %s changed but needs a restart to apply (kept %r)", key.name, old_v)
+            continue
+        setattr(settings, key.attr, new_v)
+        changed.append(key.name)
+    for attr in ("types", "type_max_age", "aliases"):
+        if getattr(settings, attr) != getattr(new, attr):
+            setattr(settings, attr, getattr(new, attr))
+            changed.append(attr)
+    settings.sources = new.sources
+    ingest.framer.aliases = dict(settings.aliases)
+    ingest.link.send_views(view_columns(settings))
+    logging.getLogger().setLevel(settings.log_level.upper())
+    log.info("SIGHUP: configuration reloaded from %s; changed: %s", new.config_path, ", ".join(changed) or "nothing")
+
+
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT. Returns the process exit status."""
     paths = settings.paths
@@ -73,23 +112,32 @@ async def serve(settings: Settings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP during start-up: ignored, send it again")
     link = WriterLink(settings)
     try:
         await link.start()
         if link.replayed:
             log.warning("recovered %d events from the mirror after an unclean stop", link.replayed)
+        link.send_views(view_columns(settings))
         flow = FlowControl()
         ingest = Ingest(settings, link, flow)
         server = Server(listener, ingest, flow, max_line=settings.max_line, backlog=settings.backlog)
+        control = Control(settings, ingest, writer_pid=link.proc.pid if link.proc else None)
+        control.server = server
+        server.control = control
+        loop.add_signal_handler(signal.SIGHUP, reload, settings, ingest)
         async with asyncio.TaskGroup() as tg:
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings), name="hookd-checkpointer")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
+            rates = tg.create_task(control.sample_rates(), name="hookd-rates")
             await server.start()
             log.info("ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir)
             await stop.wait()
             log.info("stopping: no new connections; reading what clients already sent")
             sp.cancel()
+            rates.cancel()
+            control.close()
             await server.stop(settings.shutdown_grace)
             await ingest.drain()
             server.close_all()
@@ -111,7 +159,7 @@ async def serve(settings: Settings) -> int:
         for e in eg.exceptions:
             log.error("%s", e)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         listener.unlink()
         listener.release()

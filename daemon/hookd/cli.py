@@ -129,6 +129,51 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--type", metavar="T", help="store every line as type T (whatever its own type key says)")
     _add_path_flags(imp)
 
+    status = sub.add_parser(
+        "status",
+        help="is the daemon up, what has it stored, which event types are live",
+        description="Show whether the daemon runs (pid, uptime, paths), what it did since it "
+        "started (received, committed, rejected, spooled, queue, rate) and in total, and per "
+        "event type: count, last seen, events in the last hour and a state: live (seen within "
+        "stale_after), stale (silent longer), never (expected in the configuration, never "
+        "seen). Works with the daemon down, from the database. Exit 0 when the daemon runs, "
+        "3 when it does not.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=PATHS_HELP,
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object (keys in docs/operations.md)")
+    _add_path_flags(status)
+
+    tail = sub.add_parser(
+        "tail",
+        help="print recent events; -f follows new ones as they are committed",
+        description="Print the last N events (oldest first), optionally only of one type or "
+        "session or since a time. With -f, keep printing events as the daemon commits them: "
+        "the daemon pushes them (no polling); a restart of the daemon is waited out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=PATHS_HELP,
+    )
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    tail.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="how many past events (default 10)")
+    tail.add_argument("--type", metavar="T", help="only events of type T (PreToolUse and pre_tool_use alike)")
+    tail.add_argument("--session", metavar="S", help="only events of session S")
+    tail.add_argument("--since", metavar="WHEN", help="only events from WHEN on: 30m, 1h, 2d ago, or a time")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line: eid, type, ts, session, id, data")
+    _add_path_flags(tail)
+
+    query = sub.add_parser(
+        "query",
+        help="run a read-only SQL query against the database",
+        description="Run one SQL statement on a read-only connection to the database and print "
+        "the result as a table (or JSON lines). Writing statements fail: the database belongs "
+        "to the daemon. Tables and views: see docs/protocol.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example: hookd query "SELECT type, count FROM event_types ORDER BY count DESC"\n\n' + PATHS_HELP,
+    )
+    query.add_argument("sql", metavar="SQL")
+    query.add_argument("--json", action="store_true", help="one JSON object per row")
+    _add_path_flags(query)
+
     cfg = sub.add_parser(
         "config",
         help="print the effective configuration and where each value came from",
@@ -256,6 +301,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .queries import gather_status, render_status
+
+    st = gather_status(settings_from(args))
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        render_status(st, sys.stdout)
+    return 0 if st["running"] else 3
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from .queries import tail
+
+    if args.lines < 0:
+        raise ConfigError("-n must be 0 or more")
+    try:
+        return tail(settings_from(args), args)
+    except BrokenPipeError:
+        return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from .queries import query
+
+    return query(settings_from(args), args.sql, args.json)
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.json:
@@ -268,7 +341,16 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"config": cmd_config, "run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import}
+COMMANDS = {
+    "status": cmd_status,
+    "tail": cmd_tail,
+    "query": cmd_query,
+    "config": cmd_config,
+    "run": cmd_run,
+    "emit": cmd_emit,
+    "rebuild": cmd_rebuild,
+    "import": cmd_import,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -387,6 +387,8 @@ def load(
     for k in KEYS:
         sources.setdefault(k.attr, "default")
     settings.sources = sources
+    settings.reload_args = args
+    settings.reload_file = config_file
     return settings.validate()
 
 

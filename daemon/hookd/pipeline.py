@@ -87,6 +87,9 @@ class Batch:
     rows: int
     acks: list[tuple[int, int, Replier, int]]  # (row index, eid, connection, reply slot)
     spool_names: list[str]
+    last_eid: int = 0
+    #: (rows, mirror lines), kept only while someone follows (``hookd tail -f``).
+    events: tuple[list[tuple], list[bytes]] | None = None
 
 
 _encode_reply = msgspec.json.Encoder().encode
@@ -115,6 +118,10 @@ class WriterLink:
     @property
     def inflight(self) -> int:
         return len(self._pending)
+
+    @property
+    def inflight_events(self) -> int:
+        return sum(b.rows for b in self._pending.values())
 
     async def start(self) -> None:
         """Start the writer and wait until it has opened (and if need be recovered) the store."""
@@ -202,6 +209,11 @@ class WriterLink:
             for cb in self.on_done:
                 cb(batch, stored, dups)
 
+    def send_views(self, columns: dict[str, dict[str, str]]) -> None:
+        """Tell the writer which views get configured columns (at start and on SIGHUP)."""
+        if self._frames is not None and not self._closing:
+            self._frames.write(wire.pack(["views", columns]))
+
     def send(self, batch: Batch, frame: bytes) -> None:
         if self.failed is not None:
             raise WriterError(f"the writer process failed: {self.failed}")
@@ -243,6 +255,17 @@ class Ingest:
         self._urgent: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
         link.on_done.append(self._done)
+        #: Called as (batch, duplicates) after each commit (followers of ``hookd tail -f``).
+        self.on_commit: list[Any] = []
+        #: Keep each batch's rows until it is committed, for followers.
+        self.keep_events = False
+        #: The highest eid committed so far by this daemon (0: none yet).
+        self.committed_eid = link.max_eid
+
+    @property
+    def open_events(self) -> int:
+        """Events in the batch being filled."""
+        return len(self._rows)
 
     # -- LineSink -------------------------------------------------------------------------
     def lines(self, lines: list[bytes], peer: Peer, conn: Replier | None = None, now: float | None = None) -> None:
@@ -334,7 +357,14 @@ class Ingest:
             return
         self._seq += 1
         rows, self._rows = self._rows, []
-        batch = Batch(self._seq, len(rows), self._acks, self._spool_names)
+        batch = Batch(
+            self._seq,
+            len(rows),
+            self._acks,
+            self._spool_names,
+            rows[-1][0] if rows else 0,
+            (rows, self._mirror) if self.keep_events else None,
+        )
         frame = wire.pack(
             [
                 "batch",
@@ -366,6 +396,10 @@ class Ingest:
             self.stats.acked += len(batch.acks)
         if batch.spool_names:
             self.spool_inflight.difference_update(batch.spool_names)
+        if batch.last_eid > self.committed_eid:
+            self.committed_eid = batch.last_eid
+        for cb in self.on_commit:
+            cb(batch, dups)
         if self.link.inflight < self.settings.max_inflight:
             self.flow.resume()
 

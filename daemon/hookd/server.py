@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import AlreadyRunning, SocketPathError
 from .framing import NO_PEER, LineSplitter, Peer
@@ -77,7 +77,7 @@ class EventProtocol(asyncio.Protocol):
     closes.
     """
 
-    __slots__ = ("_server", "_transport", "_splitter", "_peer", "_pending", "_slots", "_head", "_eof")
+    __slots__ = ("_server", "_transport", "_splitter", "_peer", "_pending", "_slots", "_head", "_eof", "_control")
 
     def __init__(self, server: Server, *, peer: Peer | None = None, pending: bytes = b"") -> None:
         self._server = server
@@ -88,6 +88,9 @@ class EventProtocol(asyncio.Protocol):
         self._slots: deque[bytes | None] | None = None
         self._head = 0
         self._eof = False
+        #: None until the first byte: b"" then the command so far on a control connection
+        #: (first byte ``!``), or False on an event connection.
+        self._control: bytes | bool | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
@@ -106,6 +109,12 @@ class EventProtocol(asyncio.Protocol):
             self.data_received(pending)
 
     def data_received(self, data: bytes) -> None:
+        if self._control is not False:
+            if self._control is None and data:
+                self._control = b"" if data[:1] == b"!" else False
+            if self._control is not False:
+                self._control_data(data)
+                return
         if self._server.flow.paused:
             # uvloop starts reading after connection_made returns, undoing a pause made there;
             # catch such a connection at its first read. This chunk is still handled.
@@ -116,6 +125,27 @@ class EventProtocol(asyncio.Protocol):
             self._report_oversized()
         if lines:
             self._server.sink.lines(lines, self._peer, self)
+
+    def _control_data(self, data: bytes) -> None:
+        """A control connection (``!status``, ``!follow``): one command line, see control.py."""
+        if not isinstance(self._control, bytes):
+            return  # the command was handled; anything more is ignored
+        buf = self._control + data
+        nl = buf.find(b"\n")
+        if nl < 0 and len(buf) <= (64 << 10) and not self._eof:
+            self._control = buf
+            return
+        self._control = True
+        line = buf[1:nl] if nl >= 0 else buf[1:]
+        handler = self._server.control
+        t = self._transport
+        if t is None:
+            return
+        if handler is None:
+            t.write(b'{"ok":false,"reason":"bad_command","detail":"no control here"}\n')
+            t.close()
+        else:
+            handler.handle(t, line)
 
     # -- acknowledgements -----------------------------------------------------------------
     def new_slot(self) -> int:
@@ -148,12 +178,23 @@ class EventProtocol(asyncio.Protocol):
         self._splitter.oversized.clear()
 
     def eof_received(self) -> bool:
+        if isinstance(self._control, bytes):  # a command without its newline
+            self._eof = True
+            self._control_data(b"")
+            return True
+        if self._control is True:
+            return True  # a follower that half-closed still gets its events
         self._finish()
         self._eof = True
         # Keep the socket open for writing while acknowledgements are owed; otherwise close.
         return self.awaiting_replies
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._control is not None and self._control is not False:
+            if self._server.control is not None and self._transport is not None:
+                self._server.control.forget(self._transport)
+            self._server.connection_closed(self)
+            return
         self._finish()
         self._server.connection_closed(self)
 
@@ -320,6 +361,8 @@ class Server:
         self.connections: set[EventProtocol] = set()
         self.accepted = 0
         self.quick = 0  # connections served in the accept loop
+        #: Answers control connections (``!status``, ``!follow``); see control.py.
+        self.control: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
         self._handoffs: set[asyncio.Task[object]] = set()
@@ -396,7 +439,7 @@ class Server:
         except OSError:
             eof = True  # reset by the client: what was read still counts
         data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
-        if eof and not (data.startswith(b"?") or b"\n?" in data):
+        if eof and not (data.startswith((b"?", b"!")) or b"\n?" in data):
             if len(data) <= self.max_line:
                 lines = data.split(b"\n")  # no line can be too long; a last line without \n counts
                 if not lines[-1]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .framing import DEFAULT_MAX_LINE
@@ -78,6 +79,9 @@ class Settings:
     config_path: Path | None = None
     config_loaded: bool = False
     sources: dict[str, str] = field(default_factory=dict)
+    #: What SIGHUP reloads from: the command line's flags and --config.
+    reload_args: Any = None
+    reload_file: str | None = None
 
     def validate(self) -> Settings:
         if not 1 <= self.batch_size <= 100_000:

@@ -10,6 +10,7 @@ uses nothing newer than SQLite 3.40 so the system ``sqlite3`` can always read th
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -196,15 +197,29 @@ def view_name(etype: str) -> str | None:
     return f"{etype}_events"
 
 
-def create_view(db: sqlite3.Connection, etype: str) -> bool:
-    """Create ``<type>_events`` if missing. The type is checked against TYPE_RE first, so no
-    client text reaches the SQL unvalidated."""
+_COLUMN_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_JSON_PATH_RE = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*")
+BASE_COLUMNS = ("eid", "type", "ts", "session", "client_id", "recv_ts", "pid", "uid", "data")
+
+
+def create_view(db: sqlite3.Connection, etype: str, columns: dict[str, str] | None = None, *, replace=False) -> bool:
+    """Create ``<type>_events`` (if missing, or anew with ``replace``), with the configured
+    extra ``columns`` (name -> JSON path into ``data``). The type, the column names and the
+    paths are checked against strict patterns first, so no client or configuration text
+    reaches the SQL unvalidated."""
     name = view_name(etype)
     if name is None:
         return False
+    extra = ""
+    for col, path in (columns or {}).items():
+        if not _COLUMN_RE.fullmatch(col) or col in BASE_COLUMNS or not _JSON_PATH_RE.fullmatch(path):
+            raise StoreError(f"view {name}: column {col!r} = {path!r} is not a valid column name and JSON path")
+        extra += f", json_extract(data, '{path}') AS \"{col}\""
+    if replace:
+        db.execute(f'DROP VIEW IF EXISTS "{name}"')
     db.execute(
         f'CREATE VIEW IF NOT EXISTS "{name}" AS '
-        "SELECT eid, type, ts, session, client_id, recv_ts, pid, uid, data "
+        f"SELECT eid, type, ts, session, client_id, recv_ts, pid, uid, data{extra} "
         f"FROM events WHERE type = '{etype}'"
     )
     return True

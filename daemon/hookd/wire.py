@@ -4,6 +4,7 @@ Daemon to writer:
     ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names, types]
         types: [[type, count, first_ts, last_ts], ...] of the rows (optional: the writer counts
         the rows itself without it, or when a batch had duplicates)
+    ["views", {type: {column: json_path}}]   configured view columns (start, SIGHUP)
     ["close"]
 Writer to daemon:
     ["ready", max_eid, schema_version]

@@ -111,6 +111,7 @@ class Writer:
         self.db.execute("PRAGMA wal_autocheckpoint = 20000")
         self.mirror = Mirror(mirror_dir, fsync=synchronous == "full")
         self.types = store.known_types(self.db)
+        self.columns: dict[str, dict[str, str]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror")
 
     def recover(self) -> int:
@@ -259,9 +260,27 @@ class Writer:
         if len(self.types) == self.db.execute("SELECT count(*) FROM event_types").fetchone()[0]:
             return
         for etype in store.known_types(self.db) - self.types:
-            if not store.create_view(self.db, etype):
+            if not store.create_view(self.db, etype, self.columns.get(etype)):
                 log.warning("type %r gets no view: SQLite reserves names starting with sqlite_", etype)
             self.types.add(etype)
+
+    def set_views(self, columns: dict[str, dict[str, str]]) -> None:
+        """Configured view columns (``[types.NAME] columns``): recreate the views whose columns
+        changed, and create views for configured types not seen yet."""
+        changed = {t for t in set(columns) | set(self.columns) if columns.get(t) != self.columns.get(t)}
+        if not changed:
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for etype in sorted(changed):
+                store.create_view(db, etype, columns.get(etype), replace=True)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.columns = dict(columns)
+        log.info("views with configured columns: %s", ", ".join(sorted(changed)))
 
     def close(self) -> None:
         try:
@@ -347,6 +366,12 @@ def _send(message: list[Any]) -> None:
 def serve(writer: Writer, reader: FrameReader) -> None:
     while True:
         frames = reader.read()
+        for f in frames:
+            if f[0] == "views":
+                try:
+                    writer.set_views(f[1])
+                except (HookdError, sqlite3.Error) as e:
+                    log.error("views not changed: %s", e)
         batches = [f for f in frames if f[0] == "batch"]
         if batches:
             for reply in writer.commit(batches):
