@@ -438,3 +438,16 @@ def test_import_shows_progress_on_a_terminal_only(home: Path, tmp_path: Path) ->
 
 def test_config_error_class_is_a_usage_error() -> None:
     assert ConfigError("x").exit_code == 2
+
+
+def test_documented_example_config_loads_and_every_key_is_documented(home: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    example = root / "docs" / "config.example.toml"
+    out = hookd(home, "config", "--config", str(example))
+    assert out.returncode == 0, out.stderr
+    assert f"# configuration file: {example} (read)" in out.stdout
+    doc = (root / "docs" / "configuration.md").read_text()
+    for key in config.KEYS:
+        assert f"| `{key.name}` |" in doc, f"{key.name} is not in docs/configuration.md"
+        if key.env:
+            assert f"`{key.env}`" in doc
