@@ -138,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--type", metavar="T", help="store every line as type T (whatever its own type key says)")
     _add_path_flags(imp)
 
+    vac = sub.add_parser(
+        "vacuum",
+        help="delete old events now and give the freed space back to the file system",
+        description="With the daemon stopped: optionally delete events older than --max-age, "
+        "then the oldest ones while the data exceeds --max-size (types are not spared here), "
+        "then rewrite the database without its free pages (SQLite VACUUM; needs about the "
+        "database's size in free disk space meanwhile). Prints the size before and after. "
+        "The mirror is not touched. While the daemon runs, retention deletes by itself and "
+        "SQLite reuses the freed pages; only the file does not shrink.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples: hookd vacuum; hookd vacuum --max-age 30d; hookd vacuum --max-size 500MiB\n\n" + PATHS_HELP,
+    )
+    vac.add_argument("--max-age", metavar="DURATION", help="delete events whose ts is older, e.g. 30d, 12h, 90m")
+    vac.add_argument(
+        "--max-size", metavar="SIZE", help="delete the oldest events while the data exceeds SIZE, e.g. 500MiB, 2G"
+    )
+    _add_path_flags(vac)
+
     emit = sub.add_parser(
         "emit",
         help="send one event from a terminal",
@@ -233,6 +251,18 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    from .retention import human, parse_duration, parse_size, vacuum
+
+    max_age = parse_duration(args.max_age) if args.max_age else None
+    max_size = parse_size(args.max_size) if args.max_size else None
+    paths = resolve(socket=args.socket, db=args.db, mirror_dir=args.mirror_dir, spool_dir=args.spool_dir)
+    r = vacuum(paths, max_age=max_age, max_size=max_size)
+    deleted = f"; {r.deleted} events deleted" if max_age is not None or max_size is not None else ""
+    print(f"vacuumed {paths.db}: {human(r.before)} -> {human(r.after)}{deleted}")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_files, render_progress
 
@@ -252,7 +282,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import}
+COMMANDS = {"run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import, "vacuum": cmd_vacuum}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .framing import DEFAULT_MAX_LINE
+from .framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
 from .paths import Paths
 
 SYNCHRONOUS_LEVELS = ("off", "normal", "full")
@@ -64,4 +64,24 @@ class Settings:
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {self.synchronous!r}")
         if not 0.0 <= self.shutdown_grace <= 60.0:
             raise ConfigError(f"shutdown grace must be 0..60 seconds, got {self.shutdown_grace}")
+        self._validate_retention()
         return self
+
+    def _validate_retention(self) -> None:
+        for name in ("max_age", "mirror_max_age"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive duration or forever, got {value!r}")
+        for etype, value in self.type_max_age.items():
+            if not TYPE_RE.fullmatch(etype):
+                better = normalize_type(etype)
+                hint = f"; did you mean {better!r}?" if better else ""
+                raise ConfigError(f"type_max_age: {etype!r} is not an event type name as stored{hint}")
+            if value is not None and not value > 0:
+                raise ConfigError(f"max age of type {etype!r} must be a positive duration or forever, got {value!r}")
+        if self.max_size is not None and self.max_size < 64 << 10:
+            raise ConfigError(f"max_size must be at least 64 KiB (or unset), got {self.max_size}")
+        if self.mirror_max_size is not None and self.mirror_max_size <= 0:
+            raise ConfigError(f"mirror_max_size must be positive (or unset), got {self.mirror_max_size}")
+        if not 0.1 <= self.retention_interval <= 86400:
+            raise ConfigError(f"retention interval must be 0.1 s..1 day, got {self.retention_interval}")
