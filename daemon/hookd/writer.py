@@ -260,11 +260,12 @@ class Writer:
             self._remove_spooled(spooled)
         return replies
 
-    def retain(self, policy: retention.Policy) -> retention.StepResult:
-        """One retention step (see ``retention``); starts mirror upkeep if none is running.
+    def retain(self, policy: retention.Policy, *, upkeep: bool = False) -> retention.StepResult:
+        """One retention step (see ``retention``); with ``upkeep`` (a new ``retain`` frame) also
+        starts mirror upkeep in its thread, unless one is still running.
 
         A busy database skips the step (``more`` stays true): the next one tries again."""
-        if policy.mirror_rules and (self._upkeep_job is None or self._upkeep_job.done()):
+        if upkeep and policy.mirror_rules and (self._upkeep_job is None or self._upkeep_job.done()):
             self._upkeep_job = self._upkeep.submit(
                 self.mirror.maintain,
                 compress=policy.mirror_compress,
@@ -397,12 +398,13 @@ def serve(writer: Writer, reader: FrameReader) -> None:
                 _send(reply)
         if reader.eof or any(f[0] == "close" for f in frames):
             return
+        fresh = False
         for f in frames:
             if f[0] == "retain":
-                policy = retention.Policy.from_frame(f)
+                policy, fresh = retention.Policy.from_frame(f), True
         if policy is not None:
             # One short step between batches, so ingestion never waits for more than one.
-            r = writer.retain(policy)
+            r = writer.retain(policy, upkeep=fresh)
             if r.age or r.size or not r.more:
                 _send(["retained", r.age, r.size, r.more])
             if not r.more:
