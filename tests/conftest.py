@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -32,6 +33,9 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 class Daemon:
     """``hookd run`` as a real subprocess; its stderr is collected line by line."""
 
+    #: What runs after ``python``; a test may run the daemon through another entry point.
+    command: tuple[str, ...] = ("-m", "hookd", "run")
+
     def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.args = args
@@ -54,7 +58,7 @@ class Daemon:
         self._ready.clear()
         self._exited.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hookd", "run", *self.args],
+            [sys.executable, *self.command, *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -133,8 +137,8 @@ class Daemon:
 
     def mirror_lines(self) -> list[bytes]:
         out: list[bytes] = []
-        for p in sorted((self.home / "mirror").glob("*.jsonl")):
-            out.extend(p.read_bytes().splitlines())
+        for p in sorted((self.home / "mirror").glob("*.jsonl*")):  # plain and compressed days
+            out.extend((gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()).splitlines())
         return out
 
     def kill(self) -> None:

@@ -15,7 +15,7 @@ import signal
 
 import aiosqlite
 
-from . import config, spool
+from . import config, retention, spool
 from .control import Control
 from .errors import WriterError
 from .paths import private_dir
@@ -25,19 +25,32 @@ from .settings import Settings
 
 log = logging.getLogger("hookd")
 
+#: When the WAL holds more than this, or after a large retention deletion, the checkpointer
+#: truncates the -wal file (a PASSIVE checkpoint only lets SQLite reuse it from the start).
+WAL_TRUNCATE_BYTES = 64 << 20
 
-async def checkpointer(settings: Settings) -> None:
+
+async def checkpointer(settings: Settings, link: WriterLink) -> None:
     """Run PASSIVE WAL checkpoints from a connection of our own, off the writer's path.
 
     Checkpointing inside the writer cost about a fifth of its insert time in the design
     measurements; here it runs in aiosqlite's thread, where SQLite releases the GIL.
+    A TRUNCATE checkpoint follows a PASSIVE one when the WAL is large: the PASSIVE one has
+    copied nearly everything already, so the TRUNCATE holds off the writer only briefly
+    (its wait for readers is bounded by the 100 ms busy timeout).
     """
     async with aiosqlite.connect(settings.paths.db) as db:
         await db.execute("PRAGMA busy_timeout = 100")
+        async with db.execute("PRAGMA page_size") as cur:
+            page_size = (await cur.fetchone())[0]
         while True:
             await asyncio.sleep(settings.checkpoint_interval)
             try:
-                await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+                    _busy, wal_pages, _copied = await cur.fetchone()
+                if link.truncate_wal or wal_pages * page_size >= WAL_TRUNCATE_BYTES:
+                    link.truncate_wal = False
+                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except aiosqlite.OperationalError as e:
                 log.debug("checkpoint skipped: %s", e)
 
@@ -128,7 +141,8 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signal.SIGHUP, reload, settings, ingest)
         async with asyncio.TaskGroup() as tg:
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
-            cp = tg.create_task(checkpointer(settings), name="hookd-checkpointer")
+            cp = tg.create_task(checkpointer(settings, link), name="hookd-checkpointer")
+            rt = tg.create_task(retention.schedule(settings, link, ingest.stats), name="hookd-retention")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             rates = tg.create_task(control.sample_rates(), name="hookd-rates")
             await server.start()
@@ -138,6 +152,7 @@ async def serve(settings: Settings) -> int:
             sp.cancel()
             rates.cancel()
             control.close()
+            rt.cancel()
             await server.stop(settings.shutdown_grace)
             await ingest.drain()
             server.close_all()

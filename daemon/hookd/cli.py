@@ -186,6 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--json", action="store_true", help="print [{key, value, source}, ...] as JSON")
     _add_path_flags(cfg)
 
+    vac = sub.add_parser(
+        "vacuum",
+        help="delete old events now and give the freed space back to the file system",
+        description="With the daemon stopped: optionally delete events older than --max-age, "
+        "then the oldest ones while the data exceeds --max-size (types are not spared here), "
+        "then rewrite the database without its free pages (SQLite VACUUM; needs about the "
+        "database's size in free disk space meanwhile). Prints the size before and after. "
+        "The mirror is not touched. While the daemon runs, retention deletes by itself and "
+        "SQLite reuses the freed pages; only the file does not shrink.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples: hookd vacuum; hookd vacuum --max-age 30d; hookd vacuum --max-size 500MiB\n\n" + PATHS_HELP,
+    )
+    vac.add_argument("--max-age", metavar="DURATION", help="delete events whose ts is older, e.g. 30d, 12h, 90m")
+    vac.add_argument(
+        "--max-size", metavar="SIZE", help="delete the oldest events while the data exceeds SIZE, e.g. 500MiB, 2G"
+    )
+    _add_path_flags(vac)
+
     emit = sub.add_parser(
         "emit",
         help="send one event from a terminal",
@@ -274,6 +292,26 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    from .retention import human, vacuum
+
+    try:
+        max_age = config.parse_duration(args.max_age) if args.max_age else None
+    except ValueError as e:
+        raise ConfigError(f"--max-age: {e}") from None
+    try:
+        max_size = config.parse_size(args.max_size) if args.max_size else None
+    except ValueError as e:
+        raise ConfigError(f"--max-size: {e}") from None
+    if max_age == 0 or max_size == 0:
+        raise ConfigError("hookd vacuum: --max-age and --max-size must be more than zero")
+    paths = settings_from(args).paths
+    r = vacuum(paths, max_age=max_age, max_size=max_size)
+    deleted = f"; {r.deleted} events deleted" if max_age is not None or max_size is not None else ""
+    print(f"vacuumed {paths.db}: {human(r.before)} -> {human(r.after)}{deleted}")
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import import_files, render_progress
 
@@ -350,6 +388,7 @@ COMMANDS = {
     "emit": cmd_emit,
     "rebuild": cmd_rebuild,
     "import": cmd_import,
+    "vacuum": cmd_vacuum,
 }
 
 

@@ -49,6 +49,8 @@ class Stats:
     acked: int = 0  # acknowledgements sent
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    #: events deleted by retention, by rule ("age", "size")
+    deleted: Counter[str] = field(default_factory=Counter)
 
 
 class Replier(Protocol):
@@ -114,6 +116,10 @@ class WriterLink:
         self._closing = False
         self.drained = asyncio.Event()
         self.drained.set()
+        #: Called as (by_age, by_size, more) for each ``retained`` reply.
+        self.on_retained: list[Any] = []
+        #: Set after a large deletion: the checkpointer then truncates the WAL file.
+        self.truncate_wal = False
 
     @property
     def inflight(self) -> int:
@@ -202,6 +208,10 @@ class WriterLink:
                     else ""
                 )
                 raise WriterError(f"the writer process failed: {self.failed}{detail}")
+            if msg[0] == "retained":
+                for cb in self.on_retained:
+                    cb(*msg[1:4])
+                continue
             _, seq, stored, dups = msg
             batch = self._pending.pop(seq)
             if not self._pending:
@@ -220,6 +230,11 @@ class WriterLink:
         self._pending[batch.seq] = batch
         self.drained.clear()
         self._frames.write(frame)
+
+    def control(self, message: list[Any]) -> None:
+        """Send a frame that is not a batch (``retain``); nothing waits for an answer."""
+        if self.failed is None and not self._frames.is_closing():
+            self._frames.write(wire.pack(message))
 
     async def close(self) -> int:
         """Ask the writer to finish (it commits all it has, checkpoints) and wait for it."""

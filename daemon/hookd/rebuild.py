@@ -5,6 +5,11 @@ rebuilt. The new database is built beside the old one and swapped in by rename; 
 are kept as ``<db>.bak-<time>`` (with their -wal/-shm) for the user to delete. ``rejected`` rows
 and ``counters`` are copied over from the old database when it can still be read (the mirror
 holds only stored events).
+
+Compressed day files (``.jsonl.gz``) are read like plain ones. Only what the mirror still holds
+can be rebuilt: the mirror is kept by its own retention (``mirror_max_age``,
+``mirror_max_size``), as a whole, so events of a type the database keeps forever are lost to a
+rebuild once their mirror files have been deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 
 from . import store
 from .errors import AlreadyRunning, HookdError
+from .mirror import mirror_files
 from .paths import Paths, daemon_running, private_dir
 from .writer import Writer
 
@@ -40,7 +46,7 @@ def _sidecars(db: Path) -> list[Path]:
 def rebuild(paths: Paths) -> RebuildResult:
     if daemon_running(paths):
         raise AlreadyRunning(f"hookd is running on {paths.socket}; stop it before rebuilding its database")
-    files = sorted(paths.mirror_dir.glob("????-??-??.jsonl"))
+    files = mirror_files(paths.mirror_dir) if paths.mirror_dir.is_dir() else []
     if not files:
         raise HookdError(f"no mirror files in {paths.mirror_dir}: nothing to rebuild from")
     private_dir(paths.db.parent)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .framing import DEFAULT_MAX_LINE
+from .framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
 from .paths import Paths
 
 SYNCHRONOUS_LEVELS = ("off", "normal", "full")
@@ -98,17 +98,6 @@ class Settings:
             raise ConfigError(f"shutdown grace must be 0..60 seconds, got {self.shutdown_grace}")
         if not 1 <= self.backlog <= 65535:
             raise ConfigError(f"backlog must be 1..65535, got {self.backlog}")
-        for name, value in (("max_age", self.max_age), ("mirror_max_age", self.mirror_max_age)):
-            if value is not None and value < 60:
-                raise ConfigError(f"{name} must be at least 60 seconds (or forever), got {value}")
-        for etype, age in self.type_max_age.items():
-            if age is not None and age < 60:
-                raise ConfigError(f"max_age of type {etype} must be at least 60 seconds (or forever), got {age}")
-        for name, size in (("max_size", self.max_size), ("mirror_max_size", self.mirror_max_size)):
-            if size is not None and size < 1 << 20:
-                raise ConfigError(f"{name} must be at least 1MiB (or unlimited), got {size}")
-        if not 1.0 <= self.retention_interval <= 86400.0:
-            raise ConfigError(f"retention interval must be 1s..1d, got {self.retention_interval}")
         if not 0.05 <= self.spool_interval <= 3600.0:
             raise ConfigError(f"spool interval must be 50ms..1h, got {self.spool_interval}")
         if self.stale_after <= 0:
@@ -118,4 +107,24 @@ class Settings:
         for alias, target in self.aliases.items():
             if target in self.aliases:
                 raise ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)")
+        self._validate_retention()
         return self
+
+    def _validate_retention(self) -> None:
+        for name in ("max_age", "mirror_max_age"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be a positive duration or forever, got {value!r}")
+        for etype, value in self.type_max_age.items():
+            if not TYPE_RE.fullmatch(etype):
+                better = normalize_type(etype)
+                hint = f"; did you mean {better!r}?" if better else ""
+                raise ConfigError(f"type_max_age: {etype!r} is not an event type name as stored{hint}")
+            if value is not None and not value > 0:
+                raise ConfigError(f"max age of type {etype!r} must be a positive duration or forever, got {value!r}")
+        if self.max_size is not None and self.max_size < 64 << 10:
+            raise ConfigError(f"max_size must be at least 64 KiB (or unset), got {self.max_size}")
+        if self.mirror_max_size is not None and self.mirror_max_size <= 0:
+            raise ConfigError(f"mirror_max_size must be positive (or unset), got {self.mirror_max_size}")
+        if not 0.1 <= self.retention_interval <= 86400:
+            raise ConfigError(f"retention interval must be 0.1 s..1 day, got {self.retention_interval}")

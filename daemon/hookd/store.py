@@ -109,18 +109,22 @@ INSERT_EVENT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_REJECTED = "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
+# A type whose events were all deleted by retention keeps its row with count 0 (so status can
+# say when it was last seen); its first_ts then restarts from the events stored next.
+_FIRST_LAST = (
+    "first_ts = CASE WHEN count = 0 THEN excluded.first_ts ELSE min(first_ts, excluded.first_ts) END, "
+    "last_ts = max(last_ts, excluded.last_ts)"
+)
 #: Per-type counts sent with a batch by the daemon ([type, count, first_ts, last_ts]).
 ADD_TYPE_COUNTS = (
     "INSERT INTO event_types (type, count, first_ts, last_ts) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
-    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, " + _FIRST_LAST
 )
 #: Per-type counts for the rows of one transaction, found by their eid range (no Python per row).
 TYPES_FROM_RANGE = (
     "INSERT INTO event_types (type, count, first_ts, last_ts) "
     "SELECT type, count(*), min(ts), max(ts) FROM events WHERE eid BETWEEN ? AND ? GROUP BY type "
-    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, "
-    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+    "ON CONFLICT(type) DO UPDATE SET count = count + excluded.count, " + _FIRST_LAST
 )
 
 
@@ -229,8 +233,19 @@ def known_types(db: sqlite3.Connection) -> set[str]:
     return {row[0] for row in db.execute("SELECT type FROM event_types")}
 
 
+#: In ``counters``: the largest eid retention ever deleted (a high-water mark, not a count).
+DELETED_EID_MAX = "retention.deleted_eid_max"
+
+
 def max_eid(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0]
+    """The largest eid ever stored: recovery replays only newer mirror lines, and new eids start
+    above it. Retention may have deleted the newest events; their mark keeps them from coming
+    back from the mirror at the next start."""
+    return db.execute(
+        "SELECT max(coalesce((SELECT max(eid) FROM events), 0), "
+        "coalesce((SELECT value FROM counters WHERE name = ?), 0))",
+        (DELETED_EID_MAX,),
+    ).fetchone()[0]
 
 
 def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Iterable[int]) -> list[list[int]]:

@@ -5,10 +5,17 @@ Daemon to writer:
         types: [[type, count, first_ts, last_ts], ...] of the rows (optional: the writer counts
         the rows itself without it, or when a batch had duplicates)
     ["views", {type: {column: json_path}}]   configured view columns (start, SIGHUP)
+    ["retain", policy]
+        policy: the retention.Policy fields as a map. The writer deletes what is due in steps of
+        at most policy["step_rows"] events, one short transaction each, between batches, until
+        nothing is due; and starts mirror upkeep (compression, deletion) in a thread. A newer
+        ``retain`` replaces the policy of one still in progress.
     ["close"]
 Writer to daemon:
-    ["ready", max_eid, schema_version]
+    ["ready", max_eid, schema_version, replayed]
     ["done", seq, stored, duplicates]      duplicates: [index into rows, eid already stored]
+    ["retained", by_age, by_size, more]    events one retention step deleted; more: false once
+                                           nothing is left to delete for the current policy
     ["fatal", message]
 """
 

@@ -26,16 +26,17 @@ import select
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import store, wire
+from . import retention, store, wire
 from .errors import HookdError, StoreError
 from .framing import MirrorLine
-from .mirror import Mirror
+from .mirror import Maintenance, Mirror
 
 try:  # a newer SQLite than the system's: about 1.2x faster inserts (docs/performance.md)
     import apsw
@@ -113,6 +114,10 @@ class Writer:
         self.types = store.known_types(self.db)
         self.columns: dict[str, dict[str, str]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror")
+        # Mirror upkeep (gzip, deletions) has a thread of its own: on _io it would hold up commits.
+        self._upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror-upkeep")
+        self._upkeep_job: Future[Maintenance] | None = None
+        self._stopping = threading.Event()
 
     def recover(self) -> int:
         """Bring SQLite level with the mirror after a crash. Returns the events replayed.
@@ -256,6 +261,30 @@ class Writer:
             self._remove_spooled(spooled)
         return replies
 
+    def retain(self, policy: retention.Policy, *, upkeep: bool = False) -> retention.StepResult:
+        """One retention step (see ``retention``); with ``upkeep`` (a new ``retain`` frame) also
+        starts mirror upkeep in its thread, unless one is still running.
+
+        A busy database skips the step (``more`` stays true): the next one tries again."""
+        if upkeep and policy.mirror_rules and (self._upkeep_job is None or self._upkeep_job.done()):
+            self._upkeep_job = self._upkeep.submit(
+                self.mirror.maintain,
+                compress=policy.mirror_compress,
+                max_age=policy.mirror_max_age,
+                max_size=policy.mirror_max_size,
+                stop=self._stopping,
+            )
+            self._upkeep_job.add_done_callback(_log_upkeep)
+        if not policy.db_rules:
+            return retention.StepResult()
+        try:
+            return retention.step(self.db, policy)
+        except sqlite3.OperationalError as e:
+            if not _retryable(e):
+                raise StoreError(f"retention cannot write the database: {e}") from None
+            log.debug("retention step skipped, database busy: %s", e)
+            return retention.StepResult(more=True)
+
     def _new_views(self) -> None:
         if len(self.types) == self.db.execute("SELECT count(*) FROM event_types").fetchone()[0]:
             return
@@ -283,6 +312,8 @@ class Writer:
         log.info("views with configured columns: %s", ", ".join(sorted(changed)))
 
     def close(self) -> None:
+        self._stopping.set()  # a compression in progress stops; its plain file stays
+        self._upkeep.shutdown()
         try:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.OperationalError as e:
@@ -303,6 +334,18 @@ def _exclusive(path: Path) -> int:
         log.warning("another writer still holds %s; waiting for it to finish", path)
         fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def _log_upkeep(job: Future[Maintenance]) -> None:
+    if job.cancelled():
+        return
+    e = job.exception()
+    if e is not None:
+        log.error("mirror upkeep failed (it is tried again at the next retention run): %s", e)
+        return
+    m = job.result()
+    if m.compressed or m.deleted:
+        log.info("mirror: compressed %d file(s), deleted %d (%d bytes)", len(m.compressed), len(m.deleted), m.freed)
 
 
 class _MirroredThenFailed(Exception):
@@ -342,10 +385,11 @@ class FrameReader:
                 pos += 4 + n
         del buf[:pos]
 
-    def read(self, limit: int = MAX_COALESCE) -> list[list[Any]]:
-        """Block for at least one frame (or EOF), then take whatever else is already waiting."""
+    def read(self, limit: int = MAX_COALESCE, block: bool = True) -> list[list[Any]]:
+        """Block for at least one frame (or EOF), then take whatever else is already waiting.
+        With ``block=False``, only what is waiting (possibly nothing)."""
         out: list[list[Any]] = []
-        while not out and not self.eof:
+        while block and not out and not self.eof:
             self._parse(out, limit)
             if not out:
                 self._fill()
@@ -364,8 +408,9 @@ def _send(message: list[Any]) -> None:
 
 
 def serve(writer: Writer, reader: FrameReader) -> None:
+    policy: retention.Policy | None = None  # set while retention steps remain to be done
     while True:
-        frames = reader.read()
+        frames = reader.read(block=policy is None)
         for f in frames:
             if f[0] == "views":
                 try:
@@ -378,6 +423,19 @@ def serve(writer: Writer, reader: FrameReader) -> None:
                 _send(reply)
         if reader.eof or any(f[0] == "close" for f in frames):
             return
+        fresh = False
+        for f in frames:
+            if f[0] == "retain":
+                policy, fresh = retention.Policy.from_frame(f), True
+        if policy is not None:
+            # One short step between batches, so ingestion never waits for more than one.
+            r = writer.retain(policy, upkeep=fresh)
+            if r.age or r.size or not r.more:
+                _send(["retained", r.age, r.size, r.more])
+            if not r.more:
+                policy = None
+            elif not (r.age or r.size):
+                time.sleep(0.05)  # busy: do not spin; batches waiting meanwhile are read next
 
 
 def main(argv: list[str] | None = None) -> int:
