@@ -19,7 +19,7 @@ from . import spool
 from .errors import WriterError
 from .paths import private_dir
 from .pipeline import Ingest, WriterLink
-from .server import FlowControl, Listener, Server
+from .server import FlowControl, Listener, Server, raise_fd_limit
 from .settings import Settings
 
 log = logging.getLogger("hookd")
@@ -69,6 +69,7 @@ async def serve(settings: Settings) -> int:
     private_dir(paths.mirror_dir)
     private_dir(paths.spool_dir)
     listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+    raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,7 +81,15 @@ async def serve(settings: Settings) -> int:
             log.warning("recovered %d events from the mirror after an unclean stop", link.replayed)
         flow = FlowControl()
         ingest = Ingest(settings, link, flow)
-        server = Server(listener, ingest, flow, max_line=settings.max_line, backlog=settings.backlog)
+        server = Server(
+            listener,
+            ingest,
+            flow,
+            max_line=settings.max_line,
+            backlog=settings.backlog,
+            idle_timeout=settings.idle_timeout,
+            accepted_uids=settings.accepted_uids,
+        )
         async with asyncio.TaskGroup() as tg:
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings), name="hookd-checkpointer")

@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite synchronous level; 'full' also fsyncs the mirror per batch (HOOKD_SYNCHRONOUS; default normal)",
     )
     run.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection that has not completed a line for this long (HOOKD_IDLE_TIMEOUT; default 30)",
+    )
+    run.add_argument(
+        "--allow-uid",
+        type=int,
+        action="append",
+        metavar="UID",
+        help="also accept connections from this user id; repeatable. Your own uid is always accepted "
+        "(HOOKD_ALLOWED_UIDS, comma-separated)",
+    )
+    run.add_argument(
         "--log-level",
         default=os.environ.get("HOOKD_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -162,7 +176,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
         batch_delay=delay_ms / 1000.0,
         max_line=args.max_line if args.max_line is not None else _env_int("HOOKD_MAX_LINE", 1 << 20),
         synchronous=args.synchronous or os.environ.get("HOOKD_SYNCHRONOUS", "normal"),
+        idle_timeout=args.idle_timeout if args.idle_timeout is not None else _env_float("HOOKD_IDLE_TIMEOUT", 30.0),
+        allowed_uids=tuple(args.allow_uid) if args.allow_uid else _env_uids("HOOKD_ALLOWED_UIDS"),
     ).validate()
+
+
+def _env_uids(name: str) -> tuple[int, ...]:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return ()
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a comma-separated list of user ids") from None
 
 
 def parse_fields(pairs: Sequence[str]) -> dict[str, object]:

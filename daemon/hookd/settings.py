@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -34,6 +35,17 @@ class Settings:
     checkpoint_interval: float = 0.5
     #: How often the spool directory is scanned for events clients left there (seconds).
     spool_interval: float = 1.0
+    #: A connection that has not completed a line for this long is closed (seconds): a hook
+    #: that connects and sends nothing, or one byte a second, must not hold a descriptor for
+    #: ever. One sweep checks all connections; nothing is timed per read.
+    idle_timeout: float = 30.0
+    #: Other users (uids) whose connections are accepted. The daemon's own uid always is.
+    allowed_uids: tuple[int, ...] = ()
+
+    @property
+    def accepted_uids(self) -> frozenset[int]:
+        """Peer uids the daemon serves: its own and ``allowed_uids``."""
+        return frozenset((os.getuid(), *self.allowed_uids))
 
     def validate(self) -> Settings:
         if not 1 <= self.batch_size <= 100_000:
@@ -48,4 +60,9 @@ class Settings:
             raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {self.synchronous!r}")
         if not 0.0 <= self.shutdown_grace <= 60.0:
             raise ConfigError(f"shutdown grace must be 0..60 seconds, got {self.shutdown_grace}")
+        if not 0.1 <= self.idle_timeout <= 86_400.0:
+            raise ConfigError(f"idle timeout must be 0.1..86400 seconds, got {self.idle_timeout}")
+        for uid in self.allowed_uids:
+            if not isinstance(uid, int) or isinstance(uid, bool) or not 0 <= uid < 2**32 - 1:
+                raise ConfigError(f"allowed uid must be an integer 0..4294967294, got {uid!r}")
         return self

@@ -1,11 +1,13 @@
 """Frames between the daemon and its writer process: 4-byte length, then msgpack.
 
 Daemon to writer:
-    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names]
+    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names, counts?]
+                                           counts: optional {counter name: increment}
     ["close"]
 Writer to daemon:
     ["ready", max_eid, schema_version]
     ["done", seq, stored, duplicates]      duplicates: [index into rows, eid already stored]
+    ["state", text, since]                 "ok", or what the writer waits for (a lock, disk space)
     ["fatal", message]
 """
 
