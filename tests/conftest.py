@@ -32,9 +32,10 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 class Daemon:
     """``hookd run`` as a real subprocess; its stderr is collected line by line."""
 
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> None:
         self.home = home
         self.args = args
+        self.wrap = wrap  # a command to run the daemon under (prlimit ...)
         self.env = env or clean_env(home)
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
@@ -54,7 +55,7 @@ class Daemon:
         self._ready.clear()
         self._exited.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hookd", "run", *self.args],
+            [*self.wrap, sys.executable, "-m", "hookd", "run", *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -263,6 +263,13 @@ class Ingest:
                 if slot >= 0:
                     conn.reply(slot, error_reply(r.reason, r.detail))  # type: ignore[union-attr]
                 continue
+            except Exception as e:  # a bug in framing must cost this line only, never its neighbours
+                detail = f"{type(e).__name__}: {e}"[:300]
+                log.error("framing failed on a line (a bug in hookd; please report it): %s", detail, exc_info=True)
+                self._reject("internal_error", detail, line, now, peer)
+                if slot >= 0:
+                    conn.reply(slot, error_reply("internal_error", detail))  # type: ignore[union-attr]
+                continue
             if result is None:
                 if slot >= 0:
                     conn.reply(slot, error_reply("empty", "an acknowledged line needs an event"))  # type: ignore[union-attr]

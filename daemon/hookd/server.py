@@ -545,9 +545,12 @@ class Server:
         task.add_done_callback(self._handoff_done)
 
     def _refuse(self, conn: _socket.socket, peer: Peer) -> None:
-        """Another user's connection: answer once (a waiting client learns why), read nothing."""
+        """Another user's connection: answer once (a waiting client learns why), store nothing."""
         with contextlib.suppress(OSError):
             conn.send(_REFUSED_REPLY, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            # Discard what it already sent (bounded): closing with unread data would reset the
+            # connection and the client could lose the answer.
+            conn.recv(self.QUICK_BYTES, socket.MSG_DONTWAIT)
         conn.close()
         self.refused += 1
         self.sink.count("refused_uid")
