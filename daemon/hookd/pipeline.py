@@ -51,7 +51,7 @@ class Stats:
     #: Connections refused or closed by the server, by reason: ``refused_uid``, ``idle_timeout``.
     connections: Counter[str] = field(default_factory=Counter)
     batches: int = 0
-    #: What the writer is doing: ``ok``, ``waiting for a database lock``, ``disk full`` ...
+    #: What the writer is doing: ``ok``, or ``waiting for a database lock``, ``waiting for disk space``
     #: (its own words, with the retries so far), and since when (epoch seconds).
     writer_state: str = "ok"
     writer_state_since: float = field(default_factory=time.time)

@@ -341,12 +341,12 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 def _waiting_for(err: Exception) -> str | None:
     """What a failed commit waits for, or None if retrying cannot help."""
     if isinstance(err, OSError):
-        return "disk full (mirror)" if err.errno in _NO_SPACE else None
+        return "waiting for disk space (mirror)" if err.errno in _NO_SPACE else None
     msg = str(err).lower()
     if "locked" in msg or "busy" in msg:
         return "waiting for a database lock"
     if "full" in msg:
-        return "disk full (database)"
+        return "waiting for disk space (database)"
     return None
 
 
