@@ -28,13 +28,16 @@ CORPUS = DATA / "jsontestsuite" / "test_parsing"
 NOBODY = 65534
 
 
-def record(case: str, sent: int, stored: int, rejected: dict[str, int], lost: int) -> None:
-    """Append one case's figures to $HOOKD_RELIABILITY_OUT (JSON lines), when it is set."""
+def record(case: str, sent: int, stored: int, rejected: dict[str, int], refused: int = 0) -> None:
+    """Check that every event sent is accounted for (stored, rejected, or refused before it
+    reached the daemon's store), and append the case's figures to $HOOKD_RELIABILITY_OUT."""
+    lost = sent - stored - sum(rejected.values()) - refused
+    assert lost == 0, (case, sent, stored, rejected, refused)
     out = os.environ.get("HOOKD_RELIABILITY_OUT")
     if out:
         with open(out, "a") as f:
-            f.write(json.dumps({"case": case, "sent": sent, "stored": stored, "rejected": rejected, "lost": lost}))
-            f.write("\n")
+            row = {"case": case, "sent": sent, "stored": stored, "rejected": rejected, "refused": refused, "lost": lost}
+            f.write(json.dumps(row) + "\n")
 
 
 def rejected_by_reason(d: Daemon) -> dict[str, int]:
@@ -155,7 +158,7 @@ def test_every_kind_of_bad_line_is_rejected_precisely_and_costs_no_good_event(da
     assert c["committed"] == stored
     assert sum(v for k, v in c.items() if k.startswith("rejected.")) == len(BAD_LINES)
     sent = n + len(BAD_LINES) + len(ODD_BUT_VALID)
-    record("every kind of bad line, between good events, one connection", sent, stored, rejected_by_reason(daemon), 0)
+    record("every kind of bad line, between good events, one connection", sent, stored, rejected_by_reason(daemon))
 
 
 def test_jsontestsuite_corpus_between_good_events(daemon: Daemon) -> None:
@@ -227,7 +230,7 @@ def test_client_that_vanishes_mid_line_keeps_what_it_completed(daemon: Daemon) -
     assert daemon.stop() == 0
     assert daemon.count("type = 'good'") == 3
     assert rejected_by_reason(daemon) == {"invalid_json": 2}
-    record("clients vanishing mid-line (close, reset)", 5, 3, rejected_by_reason(daemon), 0)
+    record("clients vanishing mid-line (close, reset)", 5, 3, rejected_by_reason(daemon))
 
 
 @pytest.mark.slow
@@ -374,7 +377,7 @@ def test_two_thousand_simultaneous_connections_with_a_low_soft_fd_limit(home: Pa
     assert d.stop() == 0, d.logtext
     assert "cannot accept" not in d.logtext
     assert d.count() == 2001
-    record("2,000 simultaneous open connections (daemon started with 1,024 fds)", 2001, 2001, {}, 0)
+    record("2,000 simultaneous open connections (daemon started with 1,024 fds)", 2001, 2001, {})
 
 
 # -- other users ------------------------------------------------------------------------------
@@ -448,7 +451,7 @@ def test_other_users_cannot_reach_the_socket_and_the_daemon_refuses_them_anyway(
     refusals = [line for line in d.log if "refused a connection from uid 65534" in line]
     assert len(refusals) == 1, d.logtext  # logged once, not once per connection
     assert "--allow-uid 65534" in refusals[0]
-    record("another user: 1 blocked by directory mode, 5 refused by uid", 7, 1, {"(connections) refused_uid": 5}, 0)
+    record("another user: 1 blocked by the directory's mode, 5 refused by the uid check", 7, 1, {}, refused=6)
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
@@ -588,7 +591,7 @@ def test_database_locked_by_another_process_is_waited_out_and_nothing_is_lost(ho
     assert sorted(
         i for (i,) in d.query("SELECT json_extract(data,'$.i') FROM events WHERE type='during_lock'")
     ) == list(range(n))
-    record("database write-locked by another process for 3 s, plus a long reader", n + 1, n + 1, {}, 0)
+    record("database write-locked by another process for 3 s, plus a long reader", n + 1, n + 1, {})
 
 
 def can_mount_tmpfs(where: Path) -> bool:
@@ -653,7 +656,7 @@ def test_disk_full_holds_events_and_recovers_without_corruption_or_torn_mirror(h
         assert sorted(i for (i,) in d.query("SELECT json_extract(data,'$.i') FROM events WHERE type='while_full'")) == (
             list(range(n))
         )
-        record(f"disk full (tmpfs filled to the last byte), {held} stored before space returned", n + 1, n + 1, {}, 0)
+        record(f"disk full (tmpfs filled to the last byte), {held} stored before space returned", n + 1, n + 1, {})
     finally:
         subprocess.run(["umount", "-l", str(disk)])
 
@@ -675,4 +678,4 @@ def test_database_deleted_while_stopped_is_restored_from_the_mirror(home: Path) 
     finally:
         d.kill()
     assert len(d.mirror_lines()) == 101
-    record("database deleted while stopped, then started", 102, 101, {"invalid_json": 1}, 0)
+    record("database deleted while stopped, then started", 102, 101, {"invalid_json": 1})
