@@ -36,9 +36,10 @@ class Daemon:
     #: What runs after ``python``; a test may run the daemon through another entry point.
     command: tuple[str, ...] = ("-m", "hookd", "run")
 
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> None:
         self.home = home
         self.args = args
+        self.wrap = wrap  # a command to run the daemon under (prlimit ...)
         self.env = env or clean_env(home)
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
@@ -58,7 +59,7 @@ class Daemon:
         self._ready.clear()
         self._exited.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, *self.command, *self.args],
+            [*self.wrap, sys.executable, *self.command, *self.args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -175,3 +175,56 @@ def test_type_counts_sent_by_the_daemon_match_the_rows(writer: Writer) -> None:
     ).fetchall()
     assert got == want
     assert dict((t, n) for t, n, _f, _l in got) == {"a": 9 + 3, "b": 6, "c": 6}
+
+
+def test_database_full_is_retried_until_space_returns_and_nothing_is_doubled(writer: Writer) -> None:
+    """SQLITE_FULL (here from PRAGMA max_page_count): rolled back, reported, retried; the mirror
+    holds the batch once."""
+    f = Framer()
+    writer.commit([make_batch(1, [b'{"type":"a"}'], f)])
+    pages = writer.db.execute("PRAGMA page_count").fetchone()[0]
+    writer.db.execute(f"PRAGMA max_page_count = {pages}")
+    states: list[str] = []
+
+    def on_state(state: str, since: float) -> None:
+        states.append(state)
+        if len(states) == 3:  # space returns after the third failed attempt
+            writer.db.execute("PRAGMA max_page_count = 1073741823")
+
+    writer.on_state = on_state
+    big = [b'{"type":"b","pad":"%s","i":%d}' % (b"x" * 2000, i) for i in range(200)]
+    replies = writer.commit([make_batch(2, big, f)])
+    assert replies == [["done", 2, 200, []]]
+    assert len(states) == 4, states
+    assert all(s.startswith("waiting for disk space (database) since ") for s in states[:3]), states
+    assert states[2].endswith(", 3 retries")
+    assert states[-1] == "ok"
+    assert writer.db.execute("SELECT count(*) FROM events").fetchone()[0] == 201
+    lines = b"".join(p.read_bytes() for p in writer.mirror.files()).splitlines()
+    assert len(lines) == 201
+
+
+def test_failed_mirror_write_is_cut_back_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write cut short by ENOSPC leaves no partial batch behind (simulated: tmpfs needs root)."""
+    import errno
+    import os
+
+    m = Mirror(tmp_path / "mirror")
+    m.write(b'{"eid":1}\n', now=0)
+    real_write = os.write
+    calls = [0]
+
+    def short_then_enospc(fd: int, data) -> int:
+        calls[0] += 1
+        if calls[0] == 1:
+            return real_write(fd, bytes(data[:7]))  # a partial line reaches the file ...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(os, "write", short_then_enospc)
+    with pytest.raises(OSError):
+        m.write(b'{"eid":2}\n{"eid":3}\n', now=0)
+    monkeypatch.undo()
+    assert m.path_for("1970-01-01").read_bytes() == b'{"eid":1}\n'
+    m.write(b'{"eid":2}\n', now=0)
+    assert m.path_for("1970-01-01").read_bytes() == b'{"eid":1}\n{"eid":2}\n'
+    m.close()

@@ -20,7 +20,7 @@ from .control import Control
 from .errors import WriterError
 from .paths import private_dir
 from .pipeline import Ingest, WriterLink
-from .server import FlowControl, Listener, Server
+from .server import FlowControl, Listener, Server, raise_fd_limit
 from .settings import Settings
 
 log = logging.getLogger("hookd")
@@ -80,7 +80,7 @@ def view_columns(settings: Settings) -> dict[str, dict[str, str]]:
     return {t: dict(tc.columns) for t, tc in settings.types.items() if tc.columns}
 
 
-def reload(settings: Settings, ingest: Ingest) -> None:
+def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
     """SIGHUP: read the configuration again and apply what can change while running.
 
     Paths, the synchronous level, in-flight depth and backlog need a restart: a change to
@@ -109,6 +109,8 @@ def reload(settings: Settings, ingest: Ingest) -> None:
             changed.append(attr)
     settings.sources = new.sources
     ingest.framer.aliases = dict(settings.aliases)
+    server.accepted_uids = settings.accepted_uids
+    server.idle_timeout = settings.idle_timeout
     ingest.link.send_views(view_columns(settings))
     logging.getLogger().setLevel(settings.log_level.upper())
     log.info("SIGHUP: configuration reloaded from %s; changed: %s", new.config_path, ", ".join(changed) or "nothing")
@@ -121,6 +123,7 @@ async def serve(settings: Settings) -> int:
     private_dir(paths.mirror_dir)
     private_dir(paths.spool_dir)
     listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+    raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,11 +137,19 @@ async def serve(settings: Settings) -> int:
         link.send_views(view_columns(settings))
         flow = FlowControl()
         ingest = Ingest(settings, link, flow)
-        server = Server(listener, ingest, flow, max_line=settings.max_line, backlog=settings.backlog)
+        server = Server(
+            listener,
+            ingest,
+            flow,
+            max_line=settings.max_line,
+            backlog=settings.backlog,
+            idle_timeout=settings.idle_timeout,
+            accepted_uids=settings.accepted_uids,
+        )
         control = Control(settings, ingest, writer_pid=link.proc.pid if link.proc else None)
         control.server = server
         server.control = control
-        loop.add_signal_handler(signal.SIGHUP, reload, settings, ingest)
+        loop.add_signal_handler(signal.SIGHUP, reload, settings, ingest, server)
         async with asyncio.TaskGroup() as tg:
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings, link), name="hookd-checkpointer")

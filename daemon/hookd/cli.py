@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite synchronous level; 'full' also fsyncs the mirror per batch (HOOKD_SYNCHRONOUS; default normal)",
     )
     run.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection that has not completed a line for this long (HOOKD_IDLE_TIMEOUT; default 30)",
+    )
+    run.add_argument(
         "--allow-uid",
         type=int,
         action="append",

@@ -95,7 +95,12 @@ def _uids(value: Any) -> tuple[int, ...]:
         value = [value]
     if not isinstance(value, list | tuple):
         raise ValueError(f"expected a list of uids, got {value!r}")
-    out = tuple(_int(v) for v in value)
+    try:
+        out = tuple(_int(v) for v in value)
+    except ValueError:
+        raise ValueError(
+            f"expected user ids (comma-separated in a variable, a list in the file), got {value!r}"
+        ) from None
     if any(u < 0 for u in out):
         raise ValueError("a uid cannot be negative")
     return out
@@ -163,6 +168,15 @@ KEYS: tuple[Key, ...] = (
     Key("ingest.max_inflight", "max_inflight", _int, help="batches handed to the writer before reading pauses"),
     Key("ingest.shutdown_grace", "shutdown_grace", parse_duration, help="how long clients may send after SIGTERM"),
     Key("ingest.backlog", "backlog", _int, help="listen backlog"),
+    Key(
+        "ingest.idle_timeout",
+        "idle_timeout",
+        parse_duration,
+        "HOOKD_IDLE_TIMEOUT",
+        "idle_timeout",
+        True,
+        help="close a connection that completed no line for this long",
+    ),
     Key("ingest.spool_interval", "spool_interval", parse_duration, live=True, help="how often the spool is read"),
     Key(
         "security.allowed_uids",
@@ -449,6 +463,7 @@ def _toml_value(value: Any) -> str:
 
 _DURATION_KEYS = {
     "ingest.batch_delay",
+    "ingest.idle_timeout",
     "ingest.shutdown_grace",
     "ingest.spool_interval",
     "retention.max_age",

@@ -131,6 +131,8 @@ class Control:
                 "acked": s.acked,
                 "batches": s.batches,
                 "connections": getattr(self.server, "accepted", 0),
+                "connections_closed": dict(s.connections),  # refused_uid, idle_timeout
+                "retention_deleted": sum(s.deleted.values()),
             },
             "queue": {
                 "open_batch": self.ingest.open_events,
@@ -140,7 +142,7 @@ class Control:
             },
             "rate": {"last_10s": round(self._rate(10), 1), "last_1m": round(self._rate(60), 1)},
             "committed_eid": self.ingest.committed_eid,
-            "writer": {"state": getattr(s, "writer_state", "ok")},
+            "writer": {"state": s.writer_state, "since": s.writer_state_since},
             "followers": len(self.followers),
         }
 

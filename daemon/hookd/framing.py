@@ -119,7 +119,10 @@ def parse_ts(value: int | float | str, now: float) -> float:
         except ValueError:
             raise Rejection("bad_ts", f"not RFC 3339 text: {value[:64]!r}") from None
         return dt.timestamp()
-    ts = float(value)
+    try:
+        ts = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise Rejection("bad_ts", f"epoch seconds out of range: {str(value)[:40]}...") from None
     if not math.isfinite(ts) or ts < 0:
         raise Rejection("bad_ts", f"epoch seconds out of range: {value!r}")
     return ts if ts else now

@@ -23,6 +23,7 @@ from typing import IO
 
 import msgspec
 
+from .errors import StoreError
 from .framing import MirrorLine
 
 log = logging.getLogger("hookd.mirror")
@@ -101,12 +102,26 @@ class Mirror:
         day = day_of(time.time() if now is None else now)
         if day != self._day:
             self._open(day)
+        # Only the writer process appends (it holds the writer lock), so the end is ours.
+        start = os.lseek(self._fd, 0, os.SEEK_END)
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        if self.fsync:
-            os.fsync(self._fd)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as e:
+            # A full disk can cut a write short: take the partial batch back out, so the file
+            # never holds a torn line and a retry appends the batch whole, once.
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError as e2:
+                raise StoreError(
+                    f"{e.strerror} writing {self.path_for(day)}, and it could not be cut back ({e2.strerror}); "
+                    "the next start cuts its torn tail"
+                ) from e
+            raise
 
     def _open(self, day: str) -> None:
         self.close()

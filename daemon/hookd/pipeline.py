@@ -48,9 +48,15 @@ class Stats:
     duplicates: int = 0  # events not stored again because their client id was known
     acked: int = 0  # acknowledgements sent
     rejected: Counter[str] = field(default_factory=Counter)
+    #: Connections refused or closed by the server, by reason: ``refused_uid``, ``idle_timeout``.
+    connections: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     #: events deleted by retention, by rule ("age", "size")
     deleted: Counter[str] = field(default_factory=Counter)
+    #: What the writer is doing: ``ok``, or ``waiting for a database lock``, ``waiting for disk space``
+    #: (its own words, with the retries so far), and since when (epoch seconds).
+    writer_state: str = "ok"
+    writer_state_since: float = field(default_factory=time.time)
 
 
 class Replier(Protocol):
@@ -112,6 +118,8 @@ class WriterLink:
         self._pending: dict[int, Batch] = {}
         #: Called as (batch, stored, duplicates) when a batch is committed.
         self.on_done: list[Any] = []
+        #: Called as (state, since) when the writer reports a change (a lock, a full disk, ok).
+        self.on_state: list[Any] = []
         self.failed: str | None = None
         self._closing = False
         self.drained = asyncio.Event()
@@ -212,6 +220,11 @@ class WriterLink:
                 for cb in self.on_retained:
                     cb(*msg[1:4])
                 continue
+            if msg[0] == "state":
+                _, state, since = msg
+                for cb in self.on_state:
+                    cb(state, since)
+                continue
             _, seq, stored, dups = msg
             batch = self._pending.pop(seq)
             if not self._pending:
@@ -266,10 +279,12 @@ class Ingest:
         self._rejects: list[tuple] = []
         self._acks: list[tuple[int, int, Replier, int]] = []
         self._spool_names: list[str] = []
+        self._counts: Counter[str] = Counter()  # connection counters for the next batch
         self._timer: asyncio.TimerHandle | None = None
         self._urgent: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
         link.on_done.append(self._done)
+        link.on_state.append(self._writer_state)
         #: Called as (batch, duplicates) after each commit (followers of ``hookd tail -f``).
         self.on_commit: list[Any] = []
         #: Keep each batch's rows until it is committed, for followers.
@@ -307,6 +322,13 @@ class Ingest:
                 if slot >= 0:
                     conn.reply(slot, error_reply(r.reason, r.detail))  # type: ignore[union-attr]
                 continue
+            except Exception as e:  # a bug in framing must cost this line only, never its neighbours
+                detail = f"{type(e).__name__}: {e}"[:300]
+                log.error("framing failed on a line (a bug in hookd; please report it): %s", detail, exc_info=True)
+                self._reject("internal_error", detail, line, now, peer)
+                if slot >= 0:
+                    conn.reply(slot, error_reply("internal_error", detail))  # type: ignore[union-attr]
+                continue
             if result is None:
                 if slot >= 0:
                     conn.reply(slot, error_reply("empty", "an acknowledged line needs an event"))  # type: ignore[union-attr]
@@ -334,6 +356,13 @@ class Ingest:
         )
         self._schedule()
 
+    def count(self, name: str) -> None:
+        """A connection refused or closed by the server; the total is kept in ``counters``
+        (as ``connections.<name>``) with the next batch."""
+        self.stats.connections[name] += 1
+        self._counts[name] += 1
+        self._schedule()
+
     def spooled(self, name: str, lines: list[tuple[float, bytes]], peer: Peer) -> None:
         """The (spooled_at, line) pairs of one spool file, all into the current batch, whose
         commit then deletes the file: the name must travel with the file's last line."""
@@ -357,7 +386,7 @@ class Ingest:
         n = len(self._rows) + len(self._rejects)
         if n >= self.settings.batch_size:
             self.flush()
-        elif (n or self._spool_names) and self._timer is None:
+        elif (n or self._spool_names or self._counts) and self._timer is None:
             self._timer = self._loop.call_later(self.settings.batch_delay, self.flush)
 
     def flush(self) -> None:
@@ -368,7 +397,7 @@ class Ingest:
         if self._urgent is not None:
             self._urgent.cancel()
             self._urgent = None
-        if not self._rows and not self._rejects and not self._spool_names:
+        if not self._rows and not self._rejects and not self._spool_names and not self._counts:
             return
         self._seq += 1
         rows, self._rows = self._rows, []
@@ -380,6 +409,8 @@ class Ingest:
             rows[-1][0] if rows else 0,
             (rows, self._mirror) if self.keep_events else None,
         )
+        counts = {f"connections.{k}": v for k, v in self._counts.items()}
+        self._counts.clear()
         frame = wire.pack(
             [
                 "batch",
@@ -390,6 +421,7 @@ class Ingest:
                 self._rejects,
                 self._spool_names,
                 type_summary(rows),
+                counts,
             ]
         )
         self._mirror, self._with_id, self._rejects, self._acks, self._spool_names = [], [], [], [], []
@@ -417,6 +449,21 @@ class Ingest:
             cb(batch, dups)
         if self.link.inflight < self.settings.max_inflight:
             self.flow.resume()
+
+    def _writer_state(self, state: str, since: float) -> None:
+        s = self.stats
+        if state == "ok" and s.writer_state != "ok":
+            log.warning(
+                "the writer is back to normal: %s ended after %.1f s", s.writer_state, since - s.writer_state_since
+            )
+        elif state != "ok" and s.writer_state == "ok":
+            log.warning(
+                "the writer is %s; events wait in the pipeline (reading pauses when it is full) "
+                "and clients spool beyond that",
+                state,
+            )
+        s.writer_state = state
+        s.writer_state_since = since
 
     async def drain(self) -> None:
         """Flush the open batch and wait until every batch is committed."""

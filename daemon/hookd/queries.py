@@ -88,6 +88,8 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "rejected": 0,
         "duplicates": 0,
         "rejected_by_reason": {},
+        "connections_closed": {},
+        "retention_deleted": 0,
         "spool_waiting": _spool_waiting(paths.spool_dir),
         "db_bytes": None,
         "types": {},
@@ -103,6 +105,10 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
             rej = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("rejected.")}
             out["rejected_by_reason"] = rej
             out["rejected"] = sum(rej.values())
+            out["connections_closed"] = {
+                k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("connections.")
+            }
+            out["retention_deleted"] = counters.get("retention.deleted", 0)
             for etype, count, first_ts, last_ts in conn.execute(
                 "SELECT type, count, first_ts, last_ts FROM event_types"
             ):
@@ -193,11 +199,17 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
             f"({q['inflight_events']:,} events) at the writer{paused}\n"
         )
         w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
-        w(f"writer: {d['writer']['state']}\n")
+        w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
     w(f"total: {st['committed']:,} committed, {st['rejected']:,} rejected, {st['duplicates']:,} duplicates")
     if st["rejected_by_reason"]:
         w(" (" + ", ".join(f"{k} {v:,}" for k, v in sorted(st["rejected_by_reason"].items())) + ")")
     w("\n")
+    closed = st["connections_closed"]
+    if closed or st["retention_deleted"]:
+        parts = [f"{v:,} connections closed for {k}" for k, v in sorted(closed.items())]
+        if st["retention_deleted"]:
+            parts.append(f"{st['retention_deleted']:,} events deleted by retention")
+        w("also: " + ", ".join(parts) + "\n")
     types = st["types"]
     if not types:
         w("\nno events stored yet\n")

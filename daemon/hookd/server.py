@@ -13,7 +13,9 @@ import contextlib
 import errno
 import fcntl
 import logging
+import math
 import os
+import resource
 import socket
 import stat
 import struct
@@ -30,6 +32,55 @@ from .paths import check_socket_dir
 log = logging.getLogger("hookd.server")
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_REFUSED_REPLY = (
+    b'{"ok":false,"reason":"refused_uid","detail":"this hookd does not accept connections from your user"}\n'
+)
+
+
+class LogThrottle:
+    """At most one log line per key per ``interval``; lines in between are counted instead and
+    the count is reported with the next one. Bounded: at most ``max_keys`` keys are kept."""
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 1024) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self._seen: dict[object, list[float]] = {}  # key -> [last logged (monotonic), suppressed]
+
+    def __call__(self, key: object, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return
+        if entry is not None and entry[1]:
+            msg += f" (and {int(entry[1])} more like it in the last {now - entry[0]:.0f} s)"
+        if entry is None and len(self._seen) >= self.max_keys:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        log.log(level, msg, *args)
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit; return the soft limit now in force.
+
+    Each connection holds a descriptor; the usual soft limit (1024) would cap the daemon at
+    about a thousand simultaneous hooks, while the hard limit is usually far higher.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, e)
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        log.warning(
+            "only %d open files allowed: at most about %d simultaneous connections; raise `ulimit -Hn`",
+            soft,
+            soft - 64,
+        )
+    return soft
 
 
 class LineSink(Protocol):
@@ -37,6 +88,8 @@ class LineSink(Protocol):
 
     def lines(self, lines: list[bytes], peer: Peer, conn: EventProtocol | None = None) -> None: ...
     def oversized(self, size: int, head: bytes, peer: Peer) -> None: ...
+    def count(self, name: str) -> None:
+        """A connection the server refused or closed (``refused_uid``, ``idle_timeout``)."""
 
 
 class FlowControl:
@@ -77,7 +130,18 @@ class EventProtocol(asyncio.Protocol):
     closes.
     """
 
-    __slots__ = ("_server", "_transport", "_splitter", "_peer", "_pending", "_slots", "_head", "_eof", "_control")
+    __slots__ = (
+        "_server",
+        "_transport",
+        "_splitter",
+        "_peer",
+        "_pending",
+        "_slots",
+        "_head",
+        "_eof",
+        "_control",
+        "idle",
+    )
 
     def __init__(self, server: Server, *, peer: Peer | None = None, pending: bytes = b"") -> None:
         self._server = server
@@ -91,6 +155,8 @@ class EventProtocol(asyncio.Protocol):
         #: None until the first byte: b"" then the command so far on a control connection
         #: (first byte ``!``), or False on an event connection.
         self._control: bytes | bool | None = None
+        #: Idle sweeps since this connection last completed a line (see Server._sweep_idle).
+        self.idle = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._transport = transport
@@ -124,6 +190,7 @@ class EventProtocol(asyncio.Protocol):
         if splitter.oversized:
             self._report_oversized()
         if lines:
+            self.idle = 0
             self._server.sink.lines(lines, self._peer, self)
 
     def _control_data(self, data: bytes) -> None:
@@ -171,6 +238,20 @@ class EventProtocol(asyncio.Protocol):
     @property
     def awaiting_replies(self) -> bool:
         return bool(self._slots)
+
+    @property
+    def waiting_on_us(self) -> bool:
+        """The daemon owes this client replies, the client has finished sending, or it is a
+        control connection whose command was taken (a follower): not idle."""
+        return self._eof or bool(self._slots) or self._control is True
+
+    def close_idle(self) -> bool:
+        """Close this connection for idleness; what it sent so far is still framed."""
+        t = self._transport
+        if t is None or t.is_closing():
+            return False
+        t.close()
+        return True
 
     def _report_oversized(self) -> None:
         for size, head in self._splitter.oversized:
@@ -351,7 +432,15 @@ class Server:
     QUICK_BYTES = 1 << 16
 
     def __init__(
-        self, listener: Listener, sink: LineSink, flow: FlowControl, *, max_line: int, backlog: int = 4096
+        self,
+        listener: Listener,
+        sink: LineSink,
+        flow: FlowControl,
+        *,
+        max_line: int,
+        backlog: int = 4096,
+        idle_timeout: float = 30.0,
+        accepted_uids: frozenset[int] | None = None,
     ) -> None:
         self.listener = listener
         self.backlog = backlog
@@ -367,12 +456,54 @@ class Server:
         self._reading = False
         self._handoffs: set[asyncio.Task[object]] = set()
         self._all_closed: asyncio.Event | None = None
+        self.idle_timeout = idle_timeout
+        #: Peer uids served; None serves everyone (tests of the server alone).
+        self.accepted_uids = accepted_uids
+        self.refused = 0  # connections refused for their uid
+        self.idle_closed = 0  # connections closed by the idle sweep
+        self._sweeper: asyncio.Task[None] | None = None
+        self._throttle = LogThrottle()
         flow.listeners.append(self._flow_changed)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.listener.sock.listen(self.backlog)
         self._watch(True)
+        self._sweeper = self._loop.create_task(self._sweep_idle(), name="hookd-idle-sweep")
+
+    async def _sweep_idle(self) -> None:
+        """Close connections that have completed no line for ``idle_timeout`` seconds.
+
+        One task for all connections: the read path only resets a counter when a line
+        completes, so the timeout costs nothing per event. A connection is not idle while the
+        daemon owes it replies, after it has finished sending, or while the pipeline is full
+        (then the daemon is the one not reading).
+        """
+        while True:
+            # Read each round: SIGHUP may change idle_timeout.
+            interval = max(0.05, min(1.0, self.idle_timeout / 4))
+            ticks = max(1, math.ceil(self.idle_timeout / interval))
+            await asyncio.sleep(interval)
+            if self.flow.paused:
+                continue
+            closed = 0
+            for proto in list(self.connections):
+                if proto.waiting_on_us:
+                    proto.idle = 0
+                    continue
+                proto.idle += 1
+                if proto.idle >= ticks and proto.close_idle():
+                    closed += 1
+                    self.sink.count("idle_timeout")
+            if closed:
+                self.idle_closed += closed
+                self._throttle(
+                    "idle",
+                    logging.INFO,
+                    "closed %d connection(s) that completed no line in %.1f s (idle_timeout)",
+                    closed,
+                    self.idle_timeout,
+                )
 
     def _watch(self, on: bool) -> None:
         """Accept while reading is allowed; under backpressure the listen queue holds the rest."""
@@ -423,6 +554,9 @@ class Server:
             peer = Peer(pid, uid)
         except OSError:
             peer = NO_PEER
+        if self.accepted_uids is not None and peer.uid not in self.accepted_uids:
+            self._refuse(conn, peer)
+            return
         chunks: list[bytes] = []
         size = 0
         eof = False
@@ -466,6 +600,27 @@ class Server:
         self._handoffs.add(task)
         task.add_done_callback(self._handoff_done)
 
+    def _refuse(self, conn: _socket.socket, peer: Peer) -> None:
+        """Another user's connection: answer once (a waiting client learns why), store nothing."""
+        with contextlib.suppress(OSError):
+            conn.send(_REFUSED_REPLY, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            # Discard what it already sent (bounded): closing with unread data would reset the
+            # connection and the client could lose the answer.
+            conn.recv(self.QUICK_BYTES, socket.MSG_DONTWAIT)
+        conn.close()
+        self.refused += 1
+        self.sink.count("refused_uid")
+        self._throttle(
+            ("uid", peer.uid),
+            logging.WARNING,
+            "refused a connection from uid %s (pid %s): this daemon accepts uid(s) %s; "
+            "to accept that user, run hookd with --allow-uid %s (or HOOKD_ALLOWED_UIDS)",
+            peer.uid,
+            peer.pid,
+            ",".join(map(str, sorted(self.accepted_uids or ()))),
+            peer.uid,
+        )
+
     def _handoff_done(self, task: asyncio.Task[object]) -> None:
         self._handoffs.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -497,6 +652,11 @@ class Server:
         """
         self.listener.unlink()
         self._watch(False)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         deadline = time.monotonic() + grace
         for _ in range(2):
             self._accept(None, stopping=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,17 @@ class Settings:
     checkpoint_interval: float = 0.5
     #: How often the spool directory is scanned for events clients left there (seconds).
     spool_interval: float = 1.0
+    #: A connection that has not completed a line for this long is closed (seconds): a hook
+    #: that connects and sends nothing, or one byte a second, must not hold a descriptor for
+    #: ever. One sweep checks all connections; nothing is timed per read.
+    idle_timeout: float = 30.0
+    #: Other users (uids) whose connections are accepted. The daemon's own uid always is.
+    allowed_uids: tuple[int, ...] = ()
+
+    @property
+    def accepted_uids(self) -> frozenset[int]:
+        """Peer uids the daemon serves: its own and ``allowed_uids``."""
+        return frozenset((os.getuid(), *self.allowed_uids))
 
     # -- retention (see docs/configuration.md); None means keep forever ---------------------
     #: Events older than this (by their ``ts``, seconds) are deleted, unless their type says otherwise.
@@ -66,9 +78,7 @@ class Settings:
     #: How often retention runs (seconds); each run deletes in small steps.
     retention_interval: float = 60.0
 
-    # -- who may send, logging, status, types (docs/configuration.md) ----------------------
-    #: Peer uids accepted besides the daemon's own.
-    allowed_uids: tuple[int, ...] = ()
+    # -- logging, status, types (docs/configuration.md) --------------------------------------
     log_level: str = "info"
     #: A type not seen for this long is ``stale`` in ``hookd status`` (seconds).
     stale_after: float = 86400.0
@@ -107,6 +117,11 @@ class Settings:
         for alias, target in self.aliases.items():
             if target in self.aliases:
                 raise ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)")
+        if not 0.1 <= self.idle_timeout <= 86_400.0:
+            raise ConfigError(f"idle timeout must be 0.1..86400 seconds, got {self.idle_timeout}")
+        for uid in self.allowed_uids:
+            if not isinstance(uid, int) or isinstance(uid, bool) or not 0 <= uid < 2**32 - 1:
+                raise ConfigError(f"allowed uid must be an integer 0..4294967294, got {uid!r}")
         self._validate_retention()
         return self
 

@@ -1,9 +1,10 @@
 """Frames between the daemon and its writer process: 4-byte length, then msgpack.
 
 Daemon to writer:
-    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names, types]
+    ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names, types?, counts?]
         types: [[type, count, first_ts, last_ts], ...] of the rows (optional: the writer counts
         the rows itself without it, or when a batch had duplicates)
+        counts: optional {counter name: increment} (connections refused, timed out)
     ["views", {type: {column: json_path}}]   configured view columns (start, SIGHUP)
     ["retain", policy]
         policy: the retention.Policy fields as a map. The writer deletes what is due in steps of
@@ -16,6 +17,7 @@ Writer to daemon:
     ["done", seq, stored, duplicates]      duplicates: [index into rows, eid already stored]
     ["retained", by_age, by_size, more]    events one retention step deleted; more: false once
                                            nothing is left to delete for the current policy
+    ["state", text, since]                 "ok", or what the writer waits for (a lock, disk space)
     ["fatal", message]
 """
 

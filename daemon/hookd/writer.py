@@ -18,6 +18,8 @@ answers on stdout. It ignores SIGINT and SIGTERM: the daemon decides when it end
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -47,6 +49,10 @@ log = logging.getLogger("hookd.writer")
 
 #: Frames read back to back are committed in one transaction, up to this many.
 MAX_COALESCE = 8
+#: How long SQLite itself waits for a lock before the writer reports "waiting" and backs off.
+BUSY_TIMEOUT_MS = 1000
+#: Longest pause between two attempts at a commit that hit a lock or a full disk (seconds).
+MAX_BACKOFF = 1.0
 
 
 class ApswConnection:
@@ -59,7 +65,7 @@ class ApswConnection:
 
     def __init__(self, path: Path, synchronous: str) -> None:
         self._c = apsw.Connection(os.fspath(path))
-        self._c.set_busy_timeout(5000)
+        self._c.set_busy_timeout(BUSY_TIMEOUT_MS)
         self.execute("PRAGMA journal_mode = WAL")
         self.execute(f"PRAGMA synchronous = {store.SYNCHRONOUS[synchronous]}")
 
@@ -68,6 +74,8 @@ class ApswConnection:
             return self._c.execute(sql, params)
         except (apsw.BusyError, apsw.LockedError) as e:
             raise sqlite3.OperationalError(f"database is locked ({e})") from None
+        except apsw.FullError as e:
+            raise sqlite3.OperationalError(f"database or disk is full ({e})") from None
         except apsw.Error as e:
             raise sqlite3.DatabaseError(str(e)) from None
 
@@ -76,6 +84,8 @@ class ApswConnection:
             return self._c.executemany(sql, seq)
         except (apsw.BusyError, apsw.LockedError) as e:
             raise sqlite3.OperationalError(f"database is locked ({e})") from None
+        except apsw.FullError as e:
+            raise sqlite3.OperationalError(f"database or disk is full ({e})") from None
         except apsw.Error as e:
             raise sqlite3.DatabaseError(str(e)) from None
 
@@ -118,6 +128,8 @@ class Writer:
         self._upkeep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror-upkeep")
         self._upkeep_job: Future[Maintenance] | None = None
         self._stopping = threading.Event()
+        #: Told (text, since) when a commit starts waiting (a lock, a full disk) and "ok" after.
+        self.on_state: Any = None
 
     def recover(self) -> int:
         """Bring SQLite level with the mirror after a crash. Returns the events replayed.
@@ -171,22 +183,49 @@ class Writer:
         return stored
 
     def commit(self, batches: Sequence[list[Any]]) -> list[list[Any]]:
-        """Store several ``batch`` frames in one transaction; return one ``done`` reply each."""
+        """Store several ``batch`` frames in one transaction; return one ``done`` reply each.
+
+        A lock held by another process or a full disk is waited out: the transaction is rolled
+        back (and the mirror cut back to where it was), then retried with backoff, for as long
+        as it takes; ``on_state`` hears what the writer is waiting for. Meanwhile the daemon's
+        pipeline fills up to its bound and reading pauses. Other errors are fatal.
+        """
         mirrored = False
         delay = 0.01
+        retries = 0
+        since: float | None = None
+        logged = 0.0
         while True:
             try:
-                return self._commit_once(batches, mirrored_already=mirrored)
+                replies = self._commit_once(batches, mirrored_already=mirrored)
             except _MirroredThenFailed as e:
                 mirrored = True
-                err = e.cause
-            except sqlite3.OperationalError as e:
+                err: Exception = e.cause
+            except (sqlite3.OperationalError, OSError) as e:
                 err = e
-            if not _retryable(err):
-                raise StoreError(f"cannot write the database: {err}") from None
-            log.warning("database busy (%s); retrying in %.2fs", err, delay)
+            else:
+                if since is not None:
+                    log.warning("committed after %.1f s and %d retries", time.time() - since, retries)
+                    self._report("ok", time.time())
+                return replies
+            waiting = _waiting_for(err)
+            if waiting is None:
+                raise StoreError(f"cannot write the database or the mirror: {err}") from None
+            now = time.time()
+            if since is None:
+                since = now
+            retries += 1
+            state = f"{waiting} since {time.strftime('%H:%M:%S', time.localtime(since))}, {retries} retries"
+            self._report(state, since)
+            if now - logged >= 10.0:
+                logged = now
+                log.warning("%s (%s); retrying", state, err)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _report(self, state: str, since: float) -> None:
+        if self.on_state is not None:
+            self.on_state(state, since)
 
     def _commit_once(self, batches: Sequence[list[Any]], *, mirrored_already: bool) -> list[list[Any]]:
         db = self.db
@@ -200,11 +239,15 @@ class Writer:
             # No client ids, so no duplicates: the mirror's part is known now. Write it while
             # SQLite inserts (both release the GIL); the commit still waits for it.
             early = self._io.submit(self.mirror.write, b"".join(line for b in batches for line in b[3]))
-        db.execute("BEGIN IMMEDIATE")
         try:
+            # Inside the try: a lock here must still wait for (and account for) the early mirror write.
+            db.execute("BEGIN IMMEDIATE")
             summaries: list[list[Any]] | None = []
             for frame in batches:
                 _kind, seq, rows, mirror_lines, with_id, rejects, spool_names = frame[:7]
+                if len(frame) > 8 and frame[8]:
+                    for name, n in frame[8].items():
+                        counts[name] = counts.get(name, 0) + n
                 dups = store.insert_events(db, rows, with_id) if rows else []
                 if summaries is not None:
                     if dups or len(frame) < 8:
@@ -239,7 +282,7 @@ class Writer:
                 self._new_views()
             store.bump_counters(db, counts)
         except BaseException as e:
-            db.execute("ROLLBACK")
+            _rollback(db)
             if early is not None and early.exception() is None and isinstance(e, sqlite3.OperationalError):
                 raise _MirroredThenFailed(e) from None  # a retry must not mirror the batch again
             raise
@@ -250,15 +293,18 @@ class Writer:
                 else:
                     self.mirror.write(b"".join(out))
             except OSError:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
         try:
             db.execute("COMMIT")
         except sqlite3.OperationalError as e:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise _MirroredThenFailed(e) from None
         if spooled:
-            self._remove_spooled(spooled)
+            try:
+                self._remove_spooled(spooled)
+            except sqlite3.Error as e:  # committed already: never retry the batch for this
+                log.warning("spool files committed; forgetting them failed (%s), done at the next start", e)
         return replies
 
     def retain(self, policy: retention.Policy, *, upkeep: bool = False) -> retention.StepResult:
@@ -280,7 +326,7 @@ class Writer:
         try:
             return retention.step(self.db, policy)
         except sqlite3.OperationalError as e:
-            if not _retryable(e):
+            if _waiting_for(e) is None:
                 raise StoreError(f"retention cannot write the database: {e}") from None
             log.debug("retention step skipped, database busy: %s", e)
             return retention.StepResult(more=True)
@@ -353,9 +399,26 @@ class _MirroredThenFailed(Exception):
         self.cause = cause
 
 
-def _retryable(err: sqlite3.OperationalError) -> bool:
+def _rollback(db: Any) -> None:
+    """Roll back if a transaction is open; SQLite may already have rolled back (a full disk)."""
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("ROLLBACK")
+
+
+#: errnos of a write that may succeed later, once space is freed.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _waiting_for(err: Exception) -> str | None:
+    """What a failed commit waits for, or None if retrying cannot help."""
+    if isinstance(err, OSError):
+        return "waiting for disk space (mirror)" if err.errno in _NO_SPACE else None
     msg = str(err).lower()
-    return "locked" in msg or "busy" in msg
+    if "locked" in msg or "busy" in msg:
+        return "waiting for a database lock"
+    if "full" in msg:
+        return "waiting for disk space (database)"
+    return None
 
 
 class FrameReader:
@@ -452,9 +515,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="hookd[writer]: %(levelname)s: %(message)s")
     try:
+        existed = args.db.exists()
         writer = Writer(args.db, args.mirror_dir, spool_dir=args.spool_dir, synchronous=args.synchronous)
         replayed = writer.recover()
-        if replayed:
+        if replayed and not existed:
+            log.warning(
+                "the database %s was missing: created it anew and restored %d events from the mirror in %s "
+                "(rejected lines and counters from before are not in the mirror)",
+                args.db,
+                replayed,
+                args.mirror_dir,
+            )
+        elif replayed:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
         _send(["ready", store.max_eid(writer.db), store.SCHEMA_VERSION, replayed])
     except sqlite3.DatabaseError as e:
@@ -469,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HookdError, OSError, sqlite3.Error) as e:
         _send(["fatal", str(e)])
         return 1
+    writer.on_state = lambda state, since: _send(["state", state, since])
     try:
         serve(writer, FrameReader(0))
     except (HookdError, OSError, sqlite3.Error) as e:
