@@ -15,7 +15,7 @@ import signal
 
 import aiosqlite
 
-from . import spool
+from . import sdnotify, spool
 from .errors import WriterError
 from .paths import private_dir
 from .pipeline import Ingest, WriterLink
@@ -62,13 +62,24 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
         await asyncio.sleep(settings.spool_interval)
 
 
+def status_line(ingest: Ingest) -> str:
+    """systemd's STATUS= (``systemctl --user status hookd``): counts since this start."""
+    s = ingest.stats
+    return f"{s.committed} events committed, {sum(s.rejected.values())} rejected, queue {ingest.link.inflight}"
+
+
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT. Returns the process exit status."""
     paths = settings.paths
     private_dir(paths.db.parent)
     private_dir(paths.mirror_dir)
     private_dir(paths.spool_dir)
-    listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+    fds = sdnotify.listen_fds()  # socket activation: systemd holds the socket, we inherit it
+    notifier = sdnotify.Notifier()  # read now, so that the writer does not inherit it either
+    if fds:
+        listener = Listener.inherit(fds, paths.socket, settings.backlog)
+    else:
+        listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,9 +97,23 @@ async def serve(settings: Settings) -> int:
             cp = tg.create_task(checkpointer(settings), name="hookd-checkpointer")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             await server.start()
-            log.info("ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir)
+            origin = "" if listener.owned else " (from systemd)"
+            log.info("ready: socket %s%s, database %s, mirror %s", listener.path, origin, paths.db, paths.mirror_dir)
+            if notifier.enabled:
+                notifier.ready(status_line(ingest))
+                sd = tg.create_task(
+                    sdnotify.keep_alive(
+                        notifier,
+                        status=lambda: status_line(ingest),
+                        progress=lambda: (link.inflight, ingest.stats.batches - link.inflight),
+                    ),
+                    name="hookd-systemd",
+                )
             await stop.wait()
             log.info("stopping: no new connections; reading what clients already sent")
+            if notifier.enabled:
+                sd.cancel()
+                notifier.stopping("stopping: reading what clients already sent, committing it")
             sp.cancel()
             await server.stop(settings.shutdown_grace)
             await ingest.drain()
@@ -115,6 +140,7 @@ async def serve(settings: Settings) -> int:
             loop.remove_signal_handler(sig)
         listener.unlink()
         listener.release()
+        notifier.close()
         with contextlib.suppress(Exception):
             await link.close()
     return 1
