@@ -11,7 +11,6 @@ act on the developer's own user manager.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import re
 import shutil
@@ -104,8 +103,9 @@ def held_socket(path: Path) -> socket.socket:
 HAND_OVER = """
 import os, sys
 fd = int(sys.argv[1])
-os.dup2(fd, 3)
-os.close(fd)
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
 os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES="hookd", LISTEN_PID=str(os.getpid()))
 os.execvp(sys.argv[2], sys.argv[2:])
 """
@@ -134,10 +134,8 @@ def activated(
     else:
         # The manager's side of the protocol: the socket at fd 3, LISTEN_PID = the pid that is
         # about to exec (systemd-socket-activate then passes it on, or hookd takes it).
-        fd = fcntl.fcntl(held.fileno(), fcntl.F_DUPFD_CLOEXEC, 10)
-        d.pass_fds = (fd,)
-        d.prefix = [sys.executable, "-c", HAND_OVER, str(fd), *prog]
-        d._dup = fd  # type: ignore[attr-defined]
+        d.pass_fds = (held.fileno(),)
+        d.prefix = [sys.executable, "-c", HAND_OVER, str(held.fileno()), *prog]
     return d
 
 
@@ -293,7 +291,6 @@ def test_restart_under_load_through_socket_activation_loses_nothing(home: Path, 
             d.start()
             time.sleep(0.6)
             assert d.stop() == 0, d.logtext
-            os.close(d._dup)  # type: ignore[attr-defined]
             down.set()
             time.sleep(0.3)  # stopped: what hooks send now waits in the socket
             down.clear()
@@ -537,3 +534,20 @@ def test_without_socket_activation_hookd_binds_and_removes_its_own_socket(home: 
         assert not d.socket.exists()
     finally:
         d.kill()
+
+
+@needs_activate
+def test_an_inherited_socket_elsewhere_than_clients_look_is_used_and_reported(home: Path) -> None:
+    other = home / "elsewhere.sock"
+    held = held_socket(other)
+    d = activated(home, None, held=held, tool=False)
+    try:
+        d.start()
+        assert f"systemd passed the socket {other}, but clients look for {home / 'hookd.sock'}" in d.logtext
+        connect_send(other, b'{"type":"t"}\n')
+        assert d.wait_count(1) == 1
+        assert (home / "elsewhere.sock.lock").exists()
+        assert d.stop() == 0
+    finally:
+        d.kill()
+        held.close()
