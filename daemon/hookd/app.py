@@ -77,7 +77,7 @@ async def serve(settings: Settings) -> int:
     fds = sdnotify.listen_fds()  # socket activation: systemd holds the socket, we inherit it
     notifier = sdnotify.Notifier()  # read now, so that the writer does not inherit it either
     if fds:
-        listener = Listener.inherit(fds, paths.socket, settings.backlog)
+        listener = Listener.inherit(fds, paths.socket)
     else:
         listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
     loop = asyncio.get_running_loop()

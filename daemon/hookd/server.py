@@ -234,7 +234,7 @@ class Listener:
         return cls(sock, path, owned=True, lock_fd=lock_fd)
 
     @classmethod
-    def inherit(cls, fds: list[tuple[int, str]], path: Path, backlog: int) -> Listener:
+    def inherit(cls, fds: list[tuple[int, str]], path: Path) -> Listener:
         """Take the listening socket systemd passed (socket activation); see sdnotify.listen_fds.
 
         The descriptor named ``hookd`` (the socket unit's ``FileDescriptorName=``) is used, or
@@ -273,8 +273,12 @@ class Listener:
                 path,
                 real,
             )
-        check_socket_dir(real.parent)
-        lock_fd = _take_lock(real.with_name(real.name + ".lock"), real)
+        try:
+            check_socket_dir(real.parent)
+            lock_fd = _take_lock(real.with_name(real.name + ".lock"), real)
+        except BaseException:
+            sock.close()  # our descriptor only: systemd's stays open and listening
+            raise
         sock.setblocking(False)
         return cls(sock, real, owned=False, lock_fd=lock_fd)
 
