@@ -45,6 +45,10 @@ class Daemon:
         self.log: list[str] = []
         self._ready = threading.Event()
         self._exited = threading.Event()
+        #: Put before ``python -m hookd run`` (e.g. systemd-socket-activate and its options).
+        self.prefix: list[str] = []
+        #: Descriptors the daemon inherits (a listening socket, as systemd passes it).
+        self.pass_fds: tuple[int, ...] = ()
 
     @property
     def socket(self) -> Path:
@@ -59,8 +63,9 @@ class Daemon:
         self._ready.clear()
         self._exited.clear()
         self.proc = subprocess.Popen(
-            [*self.wrap, sys.executable, *self.command, *self.args],
+            [*self.prefix, *self.wrap, sys.executable, *self.command, *self.args],
             env=self.env,
+            pass_fds=self.pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -15,7 +15,7 @@ import signal
 
 import aiosqlite
 
-from . import config, retention, spool
+from . import config, retention, sdnotify, spool
 from .control import Control
 from .errors import WriterError
 from .paths import private_dir
@@ -116,13 +116,25 @@ def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
     log.info("SIGHUP: configuration reloaded from %s; changed: %s", new.config_path, ", ".join(changed) or "nothing")
 
 
+def status_line(ingest: Ingest) -> str:
+    """systemd's STATUS= (``systemctl --user status hookd``): counts since this start."""
+    s = ingest.stats
+    line = f"{s.committed} events committed, {sum(s.rejected.values())} rejected, queue {ingest.link.inflight}"
+    return line if s.writer_state == "ok" else f"{line}; writer {s.writer_state}"
+
+
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT. Returns the process exit status."""
     paths = settings.paths
     private_dir(paths.db.parent)
     private_dir(paths.mirror_dir)
     private_dir(paths.spool_dir)
-    listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+    fds = sdnotify.listen_fds()  # socket activation: systemd holds the socket, we inherit it
+    notifier = sdnotify.Notifier()  # read now, so that the writer does not inherit it either
+    if fds:
+        listener = Listener.inherit(fds, paths.socket)
+    else:
+        listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
     raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -157,9 +169,23 @@ async def serve(settings: Settings) -> int:
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             rates = tg.create_task(control.sample_rates(), name="hookd-rates")
             await server.start()
-            log.info("ready: socket %s, database %s, mirror %s", paths.socket, paths.db, paths.mirror_dir)
+            origin = "" if listener.owned else " (from systemd)"
+            log.info("ready: socket %s%s, database %s, mirror %s", listener.path, origin, paths.db, paths.mirror_dir)
+            if notifier.enabled:
+                notifier.ready(status_line(ingest))
+                sd = tg.create_task(
+                    sdnotify.keep_alive(
+                        notifier,
+                        status=lambda: status_line(ingest),
+                        progress=lambda: (link.inflight, ingest.stats.batches - link.inflight),
+                    ),
+                    name="hookd-systemd",
+                )
             await stop.wait()
             log.info("stopping: no new connections; reading what clients already sent")
+            if notifier.enabled:
+                sd.cancel()
+                notifier.stopping("stopping: reading what clients already sent, committing it")
             sp.cancel()
             rates.cancel()
             control.close()
@@ -189,6 +215,7 @@ async def serve(settings: Settings) -> int:
             loop.remove_signal_handler(sig)
         listener.unlink()
         listener.release()
+        notifier.close()
         with contextlib.suppress(Exception):
             await link.close()
     return 1

@@ -222,6 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("fields", nargs="*", metavar="KEY=VALUE|KEY:=JSON")
     emit.add_argument("--wait", action="store_true", help="wait until the event is committed and print its eid")
     emit.add_argument("--socket", metavar="PATH", help="daemon socket (HOOKD_SOCKET)")
+
+    inst = sub.add_parser(
+        "install-service",
+        help="run hookd as a systemd user service (socket activation)",
+        description="Write hookd.socket and hookd.service, with the path of this installation's "
+        "hookd, into $XDG_CONFIG_HOME/systemd/user/ (~/.config/systemd/user/), then run "
+        "`systemctl --user daemon-reload`, `systemctl --user enable --now hookd.socket` and "
+        "`systemctl --user try-restart hookd.service`. Where `systemctl --user` does not work "
+        "(no user manager), the units are written and those commands are printed instead. "
+        "From then on the socket exists from login, and hookd starts with the first event.",
+    )
+    inst.add_argument("--dry-run", action="store_true", help="print the units and commands; change nothing")
+    uninst = sub.add_parser(
+        "uninstall-service",
+        help="stop, disable and remove hookd's systemd user units",
+        description="Run `systemctl --user disable --now hookd.socket hookd.service` (hookd stops "
+        "cleanly: what clients sent is stored), remove both units from "
+        "$XDG_CONFIG_HOME/systemd/user/ and reload. The database, mirror and spool are kept.",
+    )
+    uninst.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
     return parser
 
 
@@ -382,6 +402,19 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(json.dumps({"file": str(settings.config_path), "loaded": settings.config_loaded, "keys": rows}, indent=2))
     else:
         sys.stdout.write(config.render_toml(settings))
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from .service import install
+
+    install(dry_run=args.dry_run)
+    return 0
+
+
+def cmd_uninstall_service(args: argparse.Namespace) -> int:
+    from .service import uninstall
+
+    uninstall(dry_run=args.dry_run)
     return 0
 
 
@@ -395,6 +428,8 @@ COMMANDS = {
     "rebuild": cmd_rebuild,
     "import": cmd_import,
     "vacuum": cmd_vacuum,
+    "install-service": cmd_install_service,
+    "uninstall-service": cmd_uninstall_service,
 }
 
 

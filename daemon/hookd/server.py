@@ -355,6 +355,55 @@ class Listener:
             raise
         return cls(sock, path, owned=True, lock_fd=lock_fd)
 
+    @classmethod
+    def inherit(cls, fds: list[tuple[int, str]], path: Path) -> Listener:
+        """Take the listening socket systemd passed (socket activation); see sdnotify.listen_fds.
+
+        The descriptor named ``hookd`` (the socket unit's ``FileDescriptorName=``) is used, or
+        the only one passed. The lock beside the socket's real path still keeps a second daemon
+        off it. ``path`` is where clients will look; a different inherited path is logged.
+        """
+        named = [fd for fd, name in fds if name == "hookd"]
+        if named:
+            fd = named[0]
+        elif len(fds) == 1:
+            fd = fds[0][0]
+        else:
+            names = ", ".join(name for _fd, name in fds)
+            raise SocketPathError(
+                f"systemd passed {len(fds)} sockets ({names}) and none is named 'hookd'; "
+                "set FileDescriptorName=hookd in the socket unit (see systemd/hookd.socket)"
+            )
+        sock = socket.socket(fileno=fd)
+        if (
+            sock.family != socket.AF_UNIX
+            or sock.type != socket.SOCK_STREAM
+            or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        ):
+            sock.detach()
+            raise SocketPathError(
+                f"the socket systemd passed (fd {fd}) is not a listening Unix stream socket; "
+                "the socket unit needs ListenStream=%t/hookd/hookd.sock (see systemd/hookd.socket)"
+            )
+        name = sock.getsockname()
+        real = Path(name) if isinstance(name, str) and name.startswith("/") else path
+        if real != path:
+            log.warning(
+                "systemd passed the socket %s, but clients look for %s (HOOKD_SOCKET, HOOKD_HOME or "
+                "the default): make the socket unit listen there, or point clients at %s",
+                real,
+                path,
+                real,
+            )
+        try:
+            check_socket_dir(real.parent)
+            lock_fd = _take_lock(real.with_name(real.name + ".lock"), real)
+        except BaseException:
+            sock.close()  # our descriptor only: systemd's stays open and listening
+            raise
+        sock.setblocking(False)
+        return cls(sock, real, owned=False, lock_fd=lock_fd)
+
     def unlink(self) -> None:
         """Remove our socket file, so new clients see 'no daemon' (and spool) at once."""
         if not self.owned:
@@ -649,8 +698,12 @@ class Server:
            already (twice, a moment apart, for a connect that raced the unlink);
         3. let open connections finish for up to ``grace`` seconds;
         4. read what the kernel still holds for the rest, and close them.
+
+        An inherited socket (systemd's) is not ours to remove and stays listening after we
+        exit: step 2 takes one pass over the connections queued now, bounded by the backlog
+        so that a steady stream of hooks cannot hold the stop up, and leaves later ones in
+        the listen queue for the next instance.
         """
-        self.listener.unlink()
         self._watch(False)
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -658,11 +711,15 @@ class Server:
                 await self._sweeper
             self._sweeper = None
         deadline = time.monotonic() + grace
-        for _ in range(2):
+        if self.listener.owned:
+            self.listener.unlink()
+            for _ in range(2):
+                self._accept(None, stopping=True)
+                await asyncio.sleep(0.02)
             self._accept(None, stopping=True)
-            await asyncio.sleep(0.02)
-        self._accept(None, stopping=True)
-        self.listener.sock.close()
+        else:
+            self._accept(self.backlog, stopping=True)
+        self.listener.sock.close()  # for an inherited socket, only our descriptor of it
         if self._handoffs:
             await asyncio.gather(*self._handoffs, return_exceptions=True)
         self._all_closed = asyncio.Event()

@@ -1,0 +1,187 @@
+"""``hookd install-service`` / ``uninstall-service``: the systemd user units of this installation.
+
+The unit templates are ``systemd/hookd.socket`` and ``systemd/hookd.service`` (shipped in the
+package as ``hookd/units/``); installing renders ``@HOOKD@`` as the absolute path of this
+installation's ``hookd`` and writes both into ``$XDG_CONFIG_HOME/systemd/user/``. Where
+``systemctl --user`` works (a user manager is running and its bus is reachable) the socket is
+enabled and started; elsewhere the exact commands are printed for the user to run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import HookdError
+
+UNITS = ("hookd.socket", "hookd.service")
+PLACEHOLDER = "@HOOKD@"
+
+INSTALL_COMMANDS = (
+    ("daemon-reload",),
+    ("enable", "--now", "hookd.socket"),
+    # A reinstall (new version, moved executable) takes effect now if hookd is running.
+    ("try-restart", "hookd.service"),
+)
+UNINSTALL_STOP = (("disable", "--now", "hookd.socket", "hookd.service"),)
+UNINSTALL_AFTER = (("daemon-reload",),)
+
+
+def unit_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where systemd looks for a user's own units: ``$XDG_CONFIG_HOME/systemd/user``."""
+    env = os.environ if env is None else env
+    config = env.get("XDG_CONFIG_HOME", "")
+    if not (config and os.path.isabs(config)):
+        config = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    return Path(config) / "systemd" / "user"
+
+
+def hookd_executable() -> Path:
+    """The ``hookd`` script of this installation: beside its Python, else the one on PATH."""
+    beside = Path(sys.executable).parent / "hookd"  # not resolved: a venv's python is a symlink
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside.absolute()
+    found = shutil.which("hookd")
+    if found:
+        return Path(found).absolute()
+    raise HookdError(
+        f"cannot find the hookd executable (not beside {sys.executable}, not on PATH); "
+        "install hookd with pip or pipx so that `hookd` is a command, then run this again"
+    )
+
+
+def _exec_path(path: Path) -> str:
+    """``path`` as the first word of an ExecStart= line: % escaped, quoted if need be."""
+    text = os.fspath(path).replace("%", "%%")
+    if any(c.isspace() or c in "\"'\\;" for c in text):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def render(name: str, executable: Path) -> str:
+    template = resources.files("hookd").joinpath("units", name).read_text(encoding="utf-8")
+    return template.replace(PLACEHOLDER, _exec_path(executable))
+
+
+def systemctl() -> tuple[str | None, str]:
+    """``(path, "")`` when ``systemctl --user`` can reach a user manager, else ``(None, why)``."""
+    path = shutil.which("systemctl")
+    if path is None:
+        return None, "systemctl is not installed"
+    try:
+        r = subprocess.run(
+            [path, "--user", "show-environment"], capture_output=True, text=True, timeout=15, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"`systemctl --user` did not answer: {e}"
+    if r.returncode != 0:
+        why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit status {r.returncode}"
+        return None, f"`systemctl --user` does not work here: {why}"
+    return path, ""
+
+
+def _show(args: tuple[str, ...]) -> str:
+    return shlex.join(["systemctl", "--user", *args])
+
+
+def _run(path: str, args: tuple[str, ...], out: Callable[[str], None]) -> None:
+    out(f"$ {_show(args)}")
+    r = subprocess.run([path, "--user", *args], capture_output=True, text=True, timeout=120, check=False)
+    for line in (r.stdout + r.stderr).strip().splitlines():
+        out(f"  {line}")
+    if r.returncode != 0:
+        raise HookdError(
+            f"`{_show(args)}` failed (exit {r.returncode}); see `journalctl --user -u hookd.socket -u hookd.service` "
+            "(is a `hookd run` started by hand still serving the socket? stop it and run this again)"
+        )
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Outcome:
+    #: Whether systemctl was run (False: dry run, or no working ``systemctl --user``).
+    applied: bool
+
+
+def install(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
+    directory = unit_dir()
+    exe = hookd_executable()
+    texts = {name: render(name, exe) for name in UNITS}
+    if dry_run:
+        for name, text in texts.items():
+            out(f"would write {directory / name}:")
+            out("\n".join(f"    {line}".rstrip() for line in text.splitlines()))
+        out("would run:")
+        for args in INSTALL_COMMANDS:
+            out(f"  {_show(args)}")
+        return Outcome(applied=False)
+    for name, text in texts.items():
+        _write(directory / name, text)
+        out(f"wrote {directory / name}")
+    out(f"  ExecStart={_exec_path(exe)} run")
+    for var in ("HOOKD_SOCKET", "HOOKD_HOME"):
+        if os.environ.get(var):
+            out(
+                f"note: {var} is set in this shell; the service listens on the default socket "
+                "($XDG_RUNTIME_DIR/hookd/hookd.sock), so unset it for hooks to reach the service"
+            )
+    path, why = systemctl()
+    if path is None:
+        out(f"{why}.")
+        out("The units are written; to start hookd, run these in your login session:")
+        for args in INSTALL_COMMANDS[:2]:
+            out(f"  {_show(args)}")
+        return Outcome(applied=False)
+    for args in INSTALL_COMMANDS:
+        _run(path, args, out)
+    out("hookd.socket is listening; hookd.service starts with the first event and after every login.")
+    out("Look at it with: systemctl --user status hookd.socket hookd.service; journalctl --user -u hookd")
+    return Outcome(applied=True)
+
+
+def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
+    directory = unit_dir()
+    present = [directory / name for name in UNITS if (directory / name).exists()]
+    if not present:
+        out(f"hookd's units are not in {directory}; nothing to do")
+        return Outcome(applied=False)
+    if dry_run:
+        out("would run:")
+        for args in UNINSTALL_STOP:
+            out(f"  {_show(args)}")
+        for p in present:
+            out(f"would remove {p}")
+        for args in UNINSTALL_AFTER:
+            out(f"  {_show(args)}")
+        return Outcome(applied=False)
+    path, why = systemctl()
+    if path is not None:
+        for args in UNINSTALL_STOP:
+            _run(path, args, out)
+    for p in present:
+        p.unlink()
+        out(f"removed {p}")
+    if path is None:
+        out(f"{why}.")
+        out("If hookd's units are loaded in a user manager, stop them and reload it in your login session:")
+        for args in (*UNINSTALL_STOP, *UNINSTALL_AFTER):
+            out(f"  {_show(args)}")
+        return Outcome(applied=False)
+    for args in UNINSTALL_AFTER:
+        _run(path, args, out)
+    out("hookd no longer runs as a service; hooks spool their events until `hookd run` or a reinstall.")
+    return Outcome(applied=True)
