@@ -576,11 +576,15 @@ def test_database_locked_by_another_process_is_waited_out_and_nothing_is_lost(ho
         t.start()
         assert wait_for(lambda: "waiting for a database lock" in d.logtext, 10), d.logtext
         assert d.count("type = 'during_lock'") == 0  # the reader's snapshot has nothing new either way
-        # `hookd status` says what is happening
-        status = subprocess.run(
-            [sys.executable, "-m", "hookd", "status", "--json"], env=clean_env(home), capture_output=True, text=True
-        )
-        assert json.loads(status.stdout)["daemon"]["writer"]["state"].startswith("waiting for a database lock since")
+        # `hookd status` says what is happening (the writer's log line may come before its report)
+
+        def writer_state() -> str:
+            out = subprocess.run(
+                [sys.executable, "-m", "hookd", "status", "--json"], env=clean_env(home), capture_output=True, text=True
+            )
+            return json.loads(out.stdout)["daemon"]["writer"]["state"]
+
+        assert wait_for(lambda: writer_state().startswith("waiting for a database lock since"), 2), writer_state()
         holder.communicate(timeout=30)
         assert holder.returncode == 0
         t.join(60)

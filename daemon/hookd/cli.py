@@ -21,13 +21,15 @@ from .settings import LOG_LEVELS, SYNCHRONOUS_LEVELS, Settings
 log = logging.getLogger("hookd")
 
 PATHS_HELP = """\
-paths (flag > variable > HOOKD_HOME > default):
+paths (flag > variable > HOOKD_HOME > [paths] of the config file > default):
   socket      --socket,     HOOKD_SOCKET      default $XDG_RUNTIME_DIR/hookd/hookd.sock
                                               (or /tmp/hookd-$UID/hookd.sock)
   database    --db,         HOOKD_DB          default $XDG_DATA_HOME/hookd/events.db
   mirror      --mirror-dir, HOOKD_MIRROR_DIR  default $XDG_STATE_HOME/hookd/mirror/
   spool       --spool-dir,  HOOKD_SPOOL_DIR   default $XDG_STATE_HOME/hookd/spool/
   HOOKD_HOME=DIR puts them all under DIR: DIR/hookd.sock, DIR/events.db, DIR/mirror/, DIR/spool/
+config file: --config FILE, HOOKD_CONFIG, $HOOKD_HOME/config.toml, ~/.config/hookd/config.toml
+  (`hookd config` shows every setting and where it came from; docs/configuration.md)
 """
 
 
