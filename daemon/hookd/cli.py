@@ -150,6 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     emit.add_argument("fields", nargs="*", metavar="KEY=VALUE|KEY:=JSON")
     emit.add_argument("--wait", action="store_true", help="wait until the event is committed and print its eid")
     emit.add_argument("--socket", metavar="PATH", help="daemon socket (HOOKD_SOCKET)")
+
+    hooks = sub.add_parser(
+        "hooks",
+        help="install hooks that send events to hookd (git)",
+        description="Install or remove hooks that record events through hookd-emit.",
+    )
+    hooks_sub = hooks.add_subparsers(dest="hooks_command", metavar="SUBCOMMAND", required=True)
+    for name, text in (
+        (
+            "install-git",
+            "add post-commit, post-checkout and post-merge hooks that emit git_commit, "
+            "git_checkout and git_merge events (existing hooks are kept and still run; running it again "
+            "only refreshes hookd's hooks)",
+        ),
+        ("uninstall-git", "remove hookd's git hooks and put back the hooks they replaced"),
+    ):
+        p = hooks_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("repo", nargs="?", default=".", type=Path, metavar="REPO", help="the repository (default: .)")
     return parser
 
 
@@ -252,7 +270,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import}
+def cmd_hooks(args: argparse.Namespace) -> int:
+    from . import githooks
+
+    action = githooks.install if args.hooks_command == "install-git" else githooks.uninstall
+    for line in action(args.repo):
+        print(line)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "emit": cmd_emit, "rebuild": cmd_rebuild, "import": cmd_import, "hooks": cmd_hooks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
