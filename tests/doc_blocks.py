@@ -58,11 +58,13 @@ def blocks(path: Path) -> list[Block]:
         directives, end = [], start - 1
         if end >= 0 and not lines[end].strip():
             end -= 1
-        if end >= 0 and lines[end].rstrip().endswith("-->"):
-            j = end
+        j = end
+        while j >= 0 and lines[j].rstrip().endswith("-->"):  # one or more comments, stacked
             while j > 0 and "<!--" not in lines[j]:
                 j -= 1
-            directives = DIRECTIVE.findall("\n".join(lines[j : end + 1]))
+            j -= 1
+        if j < end:
+            directives = DIRECTIVE.findall("\n".join(lines[j + 1 : end + 1]))
         out.append(Block(path.resolve(), start + 1, lang, "\n".join(body) + "\n", directives))
         i += 1
     return out

@@ -213,3 +213,26 @@ def test_a_missing_hookd_emit_is_said_once_at_start(home: Path) -> None:
     env = clean_env(home, HOME=str(home), PATH="/usr/bin:/bin")
     out = subprocess.run(["bash", "--rcfile", str(rc), "-i"], input=b"true\n", env=env, capture_output=True)
     assert out.stderr.count(b"hookd-emit is not on PATH") == 1, out.stderr
+
+
+def test_python_client_examples_store_what_they_say(daemon: Daemon, home: Path) -> None:
+    doc = ROOT / "docs" / "python-client.md"
+    for block in (b for b in blocks(doc) if b.lang == "python"):
+        out = subprocess.run([sys.executable, "-c", block.text], env=hook_env(home), capture_output=True, text=True)
+        assert out.returncode == 0, (block.where, out.stderr)
+    settle(daemon, 8)  # deploy, backup, 2 routing_metrics, 1 session_outcome (a retry), 2 self_heal, 1 recovery
+    counts = dict(daemon.query("SELECT type, count(*) FROM events GROUP BY type"))
+    assert counts == {
+        "deploy": 1,
+        "backup": 1,
+        "routing_metrics": 2,
+        "session_outcome": 1,
+        "self_heal": 2,
+        "recovery": 1,
+    }
+    assert daemon.query("SELECT json_extract(data, '$.model') FROM routing_metrics_events ORDER BY eid") == [
+        ("small",),
+        ("large",),
+    ]
+    assert daemon.query("SELECT session, json_extract(data, '$.pr') FROM session_outcome_events") == [("s-42", 1234)]
+    assert daemon.query("SELECT json_extract(data, '$.recovered') FROM recovery_events") == [(1,)]
