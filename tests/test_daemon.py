@@ -261,4 +261,8 @@ def test_restart_continues_eids_and_views(home) -> None:
     eids = [e for (e,) in d.query("SELECT eid FROM events ORDER BY eid")]
     assert len(eids) == 2 and eids[0] == first and eids[1] > first
     assert d.query("SELECT count(*) FROM a_events") == [(2,)]
-    assert d.query("SELECT version, name FROM schema_migrations") == [(1, "initial"), (2, "counters_and_spool")]
+    assert d.query("SELECT version, name FROM schema_migrations") == [
+        (1, "initial"),
+        (2, "counters_and_spool"),
+        (3, "analysis_views"),
+    ]

@@ -40,9 +40,10 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
     assert writer.db.execute("SELECT version, name FROM schema_migrations").fetchall() == [
         (1, "initial"),
         (2, "counters_and_spool"),
+        (3, "analysis_views"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"events_type_ts", "events_session_ts", "events_client_id"} <= indexes
+    assert {"events_type_ts", "events_session_ts", "events_client_id", "events_tool_use_id"} <= indexes
     # migrating again is a no-op
     assert store.migrate(writer.db) == []
 
@@ -102,7 +103,8 @@ def test_duplicate_client_ids_are_stored_and_mirrored_once(writer: Writer) -> No
 def test_type_named_like_sqlite_internal_gets_no_view(writer: Writer) -> None:
     writer.commit([make_batch(1, [b'{"type":"sqlite_master"}'], Framer())])
     assert writer.db.execute("SELECT count(*) FROM events WHERE type='sqlite_master'").fetchone() == (1,)
-    assert writer.db.execute("SELECT name FROM sqlite_master WHERE type='view'").fetchall() == []
+    views = {name for (name,) in writer.db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    assert views == {"tool_calls", "sessions"}  # the schema's own analysis views, no sqlite_master_events
 
 
 def test_recovery_replays_mirror_lines_missing_from_sqlite(tmp_path: Path) -> None:

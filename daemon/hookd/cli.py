@@ -244,6 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
         "$XDG_CONFIG_HOME/systemd/user/ and reload. The database, mirror and spool are kept.",
     )
     uninst.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+    hooks = sub.add_parser(
+        "hooks",
+        help="install hooks that send events to hookd (git)",
+        description="Install or remove hooks that record events through hookd-emit.",
+    )
+    hooks_sub = hooks.add_subparsers(dest="hooks_command", metavar="SUBCOMMAND", required=True)
+    for name, text in (
+        (
+            "install-git",
+            "add post-commit, post-checkout and post-merge hooks that emit git_commit, "
+            "git_checkout and git_merge events (existing hooks are kept and still run; running it again "
+            "only refreshes hookd's hooks)",
+        ),
+        ("uninstall-git", "remove hookd's git hooks and put back the hooks they replaced"),
+    ):
+        p = hooks_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("repo", nargs="?", default=".", type=Path, metavar="REPO", help="the repository (default: .)")
     return parser
 
 
@@ -404,6 +421,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(json.dumps({"file": str(settings.config_path), "loaded": settings.config_loaded, "keys": rows}, indent=2))
     else:
         sys.stdout.write(config.render_toml(settings))
+    return 0
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
@@ -420,6 +438,15 @@ def cmd_uninstall_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hooks(args: argparse.Namespace) -> int:
+    from . import githooks
+
+    action = githooks.install if args.hooks_command == "install-git" else githooks.uninstall
+    for line in action(args.repo):
+        print(line)
+    return 0
+
+
 COMMANDS = {
     "status": cmd_status,
     "tail": cmd_tail,
@@ -432,6 +459,7 @@ COMMANDS = {
     "vacuum": cmd_vacuum,
     "install-service": cmd_install_service,
     "uninstall-service": cmd_uninstall_service,
+    "hooks": cmd_hooks,
 }
 
 

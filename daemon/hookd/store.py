@@ -95,10 +95,62 @@ def _m002_counters_and_spool(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _m003_analysis_views(db: sqlite3.Connection) -> None:
+    for stmt in _statements(
+        """
+        -- Claude Code tool calls: PreToolUse paired with what followed it (PostToolUse, or
+        -- PostToolUseFailure where Claude Code sends it) by `tool_use_id`. A partial expression
+        -- index makes the pairing a lookup per call instead of a scan (docs/integrations.md).
+        CREATE INDEX IF NOT EXISTS events_tool_use_id ON events(json_extract(data, '$.tool_use_id'))
+            WHERE type IN ('pre_tool_use', 'post_tool_use', 'post_tool_use_failure');
+
+        CREATE VIEW IF NOT EXISTS tool_calls AS
+        SELECT pre.session                                  AS session,
+               json_extract(pre.data, '$.tool_use_id')      AS tool_use_id,
+               json_extract(pre.data, '$.tool_name')        AS tool_name,
+               pre.ts                                       AS started,
+               post.ts                                      AS finished,
+               round((post.ts - pre.ts) * 1000.0, 1)        AS duration_ms,
+               CASE WHEN post.eid IS NULL THEN 'unfinished'
+                    WHEN post.type = 'post_tool_use_failure' THEN 'failed'
+                    ELSE 'finished' END                     AS status,
+               pre.eid                                      AS pre_eid,
+               post.eid                                     AS post_eid
+        FROM events AS pre
+        LEFT JOIN events AS post
+               ON post.type IN ('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')
+              AND json_extract(post.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
+              AND post.type <> 'pre_tool_use'
+              AND post.eid > pre.eid
+        WHERE pre.type = 'pre_tool_use';
+
+        -- One row per session key: when it started and ended, and what happened in it.
+        CREATE VIEW IF NOT EXISTS sessions AS
+        SELECT session,
+               min(ts)                                                          AS started,
+               max(CASE WHEN type = 'session_end' THEN ts END)                  AS ended,
+               max(ts)                                                          AS last_seen,
+               count(*)                                                         AS events,
+               sum(type = 'user_prompt_submit')                                 AS prompts,
+               sum(type = 'pre_tool_use')                                       AS tool_calls,
+               sum(type = 'post_tool_use_failure')                              AS tool_failures,
+               sum(type = 'pre_tool_use') - sum(type IN ('post_tool_use', 'post_tool_use_failure'))
+                                                                                AS tool_calls_unfinished,
+               max(CASE WHEN type = 'session_end' THEN json_extract(data, '$.reason') END) AS end_reason,
+               max(CASE WHEN type = 'session_start' THEN json_extract(data, '$.cwd') END) AS cwd
+        FROM events
+        WHERE session IS NOT NULL
+        GROUP BY session;
+        """
+    ):
+        db.execute(stmt)
+
+
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial", _m001_initial),
     (2, "counters_and_spool", _m002_counters_and_spool),
+    (3, "analysis_views", _m003_analysis_views),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
