@@ -100,9 +100,10 @@ def _m003_analysis_views(db: sqlite3.Connection) -> None:
         """
         -- Claude Code tool calls: PreToolUse paired with what followed it (PostToolUse, or
         -- PostToolUseFailure where Claude Code sends it) by `tool_use_id`. A partial expression
-        -- index makes the pairing a lookup per call instead of a scan (docs/integrations.md).
+        -- index on the closing events makes the pairing a lookup per call instead of a scan
+        -- (docs/integrations.md); only they are looked up, so PreToolUse inserts pay nothing.
         CREATE INDEX IF NOT EXISTS events_tool_use_id ON events(json_extract(data, '$.tool_use_id'))
-            WHERE type IN ('pre_tool_use', 'post_tool_use', 'post_tool_use_failure');
+            WHERE type IN ('post_tool_use', 'post_tool_use_failure');
 
         CREATE VIEW IF NOT EXISTS tool_calls AS
         SELECT pre.session                                  AS session,
@@ -118,9 +119,8 @@ def _m003_analysis_views(db: sqlite3.Connection) -> None:
                post.eid                                     AS post_eid
         FROM events AS pre
         LEFT JOIN events AS post
-               ON post.type IN ('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')
+               ON post.type IN ('post_tool_use', 'post_tool_use_failure')
               AND json_extract(post.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
-              AND post.type <> 'pre_tool_use'
               AND post.eid > pre.eid
         WHERE pre.type = 'pre_tool_use';
 
