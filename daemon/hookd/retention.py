@@ -18,7 +18,6 @@ Deleted pages are reused by SQLite; the file itself only shrinks with ``hookd va
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import json
 import logging
@@ -97,6 +96,8 @@ async def schedule(settings: Any, link: Any, stats: Any) -> None:
             if total >= LARGE_DELETION:
                 link.truncate_wal = True
             run["age"] = run["size"] = 0
+
+    import asyncio  # here, not at the top: the writer process imports this module and needs no event loop
 
     link.on_retained.append(retained)
     while True:  # the policy is read again each time: SIGHUP may have changed it
