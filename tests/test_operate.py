@@ -451,3 +451,16 @@ def test_documented_example_config_loads_and_every_key_is_documented(home: Path)
         assert f"| `{key.name}` |" in doc, f"{key.name} is not in docs/configuration.md"
         if key.env:
             assert f"`{key.env}`" in doc
+
+
+def test_status_of_a_stopped_process_says_it_runs_but_does_not_answer(home: Path) -> None:
+    d = Daemon(home).start()
+    try:
+        d.send_signal(signal.SIGSTOP)  # holds its lock and socket, answers nothing
+        out = hookd(home, "status", "--json")
+        st = json.loads(out.stdout)
+        assert out.returncode == 0 and st["running"] is True and st["daemon"] is None
+        assert "did not answer within 3 s" in hookd(home, "status").stdout
+    finally:
+        d.send_signal(signal.SIGCONT)
+        assert d.stop() == 0

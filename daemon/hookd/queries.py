@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from .errors import HookdError, StoreError
 from .framing import normalize_type, parse_ts
+from .paths import daemon_running
 from .settings import Settings
 
 EVENT_COLUMNS = "eid, type, ts, session, client_id, recv_ts, pid, uid, data"
@@ -78,7 +79,8 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
     paths = settings.paths
     daemon = daemon_status(paths.socket)
     out: dict[str, Any] = {
-        "running": daemon is not None,
+        # a daemon that holds its lock but did not answer in time (flooded, stuck) still runs
+        "running": daemon is not None or daemon_running(paths),
         "daemon": daemon,
         "socket": str(paths.socket),
         "db": str(paths.db),
@@ -177,6 +179,8 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
     w = out.write
     if d:
         w(f"hookd: running (pid {d['pid']}, up {_uptime(d['uptime'])}, version {d['version']})\n")
+    elif st["running"]:
+        w("hookd: running, but it did not answer within 3 s (flooded or stuck? see its log)\n")
     else:
         w("hookd: NOT running (figures below are from the database)\n")
         if st["spool_waiting"]:
