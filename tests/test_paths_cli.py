@@ -124,3 +124,24 @@ def test_installed_entry_points_exist() -> None:
     assert (bindir / "hookd-emit").exists(), "the shell client is installed on PATH by pip"
     out = subprocess.run([str(bindir / "hookd"), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("hookd ")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
+    env["HOOKD_HOME"] = str(tmp_path)
+    (tmp_path / "one.jsonl").write_text('{"type": "x"}\n')
+    hookd = [sys.executable, "-m", "hookd"]
+    subprocess.run([*hookd, "import", str(tmp_path / "one.jsonl")], env=env, check=True, capture_output=True)
+    many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 200000) SELECT x FROM c"
+    p = subprocess.Popen([*hookd, "query", many], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline().strip() == b"x"
+    p.stdout.close()  # like `| head -1`: far more output than a pipe holds is still to come
+    err = p.stderr.read()
+    p.stderr.close()
+    assert p.wait(30) == 0
+    assert err == b"", err
