@@ -464,3 +464,18 @@ def test_status_of_a_stopped_process_says_it_runs_but_does_not_answer(home: Path
     finally:
         d.send_signal(signal.SIGCONT)
         assert d.stop() == 0
+
+
+def test_a_follower_is_never_closed_as_idle(home: Path) -> None:
+    d = Daemon(home, "--idle-timeout", "0.5").start()
+    f = Follower(home)
+    try:
+        wait_followers(home, 1)
+        time.sleep(2.0)  # four idle timeouts without a line from the follower
+        send_wait(d, {"type": "late"})
+        assert [e["type"] for e in f.wait(1)] == ["late"]
+        assert f.proc.poll() is None
+    finally:
+        f.close()
+        d.stop()
+    assert b"waiting for it" not in f.stderr  # it never lost the daemon
