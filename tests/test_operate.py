@@ -86,11 +86,13 @@ def test_file_paths_apply_without_hookd_home(tmp_path: Path, monkeypatch) -> Non
         monkeypatch.delenv(k)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     (tmp_path / "cfg" / "hookd").mkdir(parents=True)
     (tmp_path / "cfg" / "hookd" / "config.toml").write_text(f'[paths]\ndb = "{tmp_path}/mine.db"\n')
     s = config.load(None)
     assert s.paths.db == tmp_path / "mine.db"
-    assert s.paths.mirror_dir.is_relative_to(Path.home()) or "XDG_STATE_HOME" in os.environ
+    assert (s.paths.mirror_dir, s.sources["mirror_dir"]) == (tmp_path / "state" / "hookd" / "mirror", "default")
+    assert s.sources["db"] == f"file {tmp_path / 'cfg' / 'hookd' / 'config.toml'}"
     monkeypatch.setenv("HOOKD_DB", str(tmp_path / "env.db"))
     assert config.load(None).paths.db == tmp_path / "env.db"
 

@@ -80,22 +80,21 @@ def view_columns(settings: Settings) -> dict[str, dict[str, str]]:
     return {t: dict(tc.columns) for t, tc in settings.types.items() if tc.columns}
 
 
-def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
+async def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
     """SIGHUP: read the configuration again and apply what can change while running.
 
     Paths, the synchronous level, in-flight depth and backlog need a restart: a change to
     them is logged and ignored. A configuration that does not load is logged and ignored: the
-    daemon keeps running on the one it has.
+    daemon keeps running on the one it has. The file is read in a thread, off the event loop.
     """
     try:
-        new = config.load(settings.reload_args, config_file=settings.reload_file)
+        new = await asyncio.to_thread(config.load, settings.reload_args, config_file=settings.reload_file)
     except Exception as e:  # noqa: BLE001 - any error: keep the old configuration
         log.error("SIGHUP: configuration not reloaded, keeping the current one: %s", e)
         return
     changed = []
     for key in config.KEYS:
-        old_v = getattr(settings.paths, key.attr) if key.name.startswith("paths.") else getattr(settings, key.attr)
-        new_v = getattr(new.paths, key.attr) if key.name.startswith("paths.") else getattr(new, key.attr)
+        old_v, new_v = key.value(settings), key.value(new)
         if old_v == new_v:
             continue
         if not key.live:
@@ -161,8 +160,10 @@ async def serve(settings: Settings) -> int:
         control = Control(settings, ingest, writer_pid=link.proc.pid if link.proc else None)
         control.server = server
         server.control = control
-        loop.add_signal_handler(signal.SIGHUP, reload, settings, ingest, server)
         async with asyncio.TaskGroup() as tg:
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: tg.create_task(reload(settings, ingest, server), name="hookd-reload")
+            )
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings, link), name="hookd-checkpointer")
             rt = tg.create_task(retention.schedule(settings, link, ingest.stats), name="hookd-retention")

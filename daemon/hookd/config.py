@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import store
 from .errors import ConfigError
-from .framing import TYPE_RE, normalize_type
+from .framing import normalize_type
 from .paths import Paths, _xdg, resolve
 from .settings import SYNCHRONOUS_LEVELS, Settings, TypeConfig
 
@@ -31,9 +32,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _FOREVER = ("forever", "infinity", "never", "none")
-_COLUMN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_JSON_PATH = re.compile(r"^\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*$")
-_RESERVED_COLUMNS = {"eid", "type", "ts", "session", "client_id", "recv_ts", "pid", "uid", "data"}
 
 
 def parse_duration(value: Any, *, forever: bool = False) -> float | None:
@@ -70,6 +68,14 @@ def parse_size(value: Any, *, unlimited: bool = False) -> int | None:
             return int(float(m.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit])
     hint = ' or "unlimited"' if unlimited else ""
     raise ValueError(f"expected a size such as 64KiB, 500MiB or 2GiB{hint}, got {value!r}")
+
+
+def _age_limit(value: Any) -> float | None:
+    return parse_duration(value, forever=True)
+
+
+def _size_limit(value: Any) -> int | None:
+    return parse_size(value, unlimited=True)
 
 
 def _int(value: Any) -> int:
@@ -129,8 +135,12 @@ class Key:
     env: str | None = None
     flag: str | None = None  # argparse dest
     live: bool = False  # applied by a running daemon on SIGHUP
-    env_parse: Callable[[Any], Any] | None = None  # when the variable's unit differs
+    #: For the variable and the flag, when their unit differs from the file's (milliseconds).
+    override_parse: Callable[[Any], Any] | None = None
     help: str = ""
+
+    def value(self, settings: Settings) -> Any:
+        return getattr(settings.paths if self.name.startswith("paths.") else settings, self.attr)
 
 
 def _ms(value: Any) -> float:
@@ -153,10 +163,10 @@ KEYS: tuple[Key, ...] = (
         "HOOKD_BATCH_DELAY_MS",
         "batch_delay",
         True,
-        env_parse=_ms,
+        override_parse=_ms,
         help="longest wait of a batch's oldest event",
     ),
-    Key("ingest.max_line", "max_line", parse_size, "HOOKD_MAX_LINE", "max_line", True, help="longest accepted line"),
+    Key("ingest.max_line", "max_line", parse_size, "HOOKD_MAX_LINE", "max_line", help="longest accepted line"),
     Key(
         "ingest.synchronous",
         "synchronous",
@@ -199,28 +209,28 @@ KEYS: tuple[Key, ...] = (
     Key(
         "retention.max_age",
         "max_age",
-        lambda v: parse_duration(v, forever=True),
+        _age_limit,
         live=True,
         help="delete events older than this",
     ),
     Key(
         "retention.max_size",
         "max_size",
-        lambda v: parse_size(v, unlimited=True),
+        _size_limit,
         live=True,
         help="delete the oldest events past this much data",
     ),
     Key(
         "retention.mirror_max_age",
         "mirror_max_age",
-        lambda v: parse_duration(v, forever=True),
+        _age_limit,
         live=True,
         help="delete mirror day files older than this",
     ),
     Key(
         "retention.mirror_max_size",
         "mirror_max_size",
-        lambda v: parse_size(v, unlimited=True),
+        _size_limit,
         live=True,
         help="delete the oldest mirror files past this size",
     ),
@@ -262,8 +272,8 @@ def _read_file(path: Path, required: bool) -> dict[str, Any]:
 
 
 def _type_name(name: str, where: str) -> str:
-    norm = normalize_type(name)
-    if norm is None or not TYPE_RE.fullmatch(norm):
+    norm = normalize_type(name)  # None unless it is a valid type
+    if norm is None:
         raise ConfigError(f"{where}: {name!r} is not a valid event type (letters, digits, _; see docs/protocol.md)")
     return norm
 
@@ -286,7 +296,7 @@ def _parse_types(table: Any, where: str) -> tuple[dict[str, TypeConfig], dict[st
                 elif key == "stale_after":
                     tc.stale_after = parse_duration(value)
                 elif key == "max_age":
-                    max_ages[name] = parse_duration(value, forever=True)
+                    max_ages[name] = _age_limit(value)
                 elif key == "columns":
                     tc.columns = _parse_columns(value)
                 else:
@@ -302,9 +312,9 @@ def _parse_columns(value: Any) -> dict[str, str]:
         raise ValueError('expected a table such as { tool_name = "$.tool_name" }')
     out = {}
     for col, path in value.items():
-        if not _COLUMN.fullmatch(col) or col in _RESERVED_COLUMNS:
+        if not store.COLUMN_RE.fullmatch(col) or col in store.BASE_COLUMNS:
             raise ValueError(f"column name {col!r} must be lowercase letters, digits and _, and not a built-in column")
-        if not isinstance(path, str) or not _JSON_PATH.fullmatch(path):
+        if not isinstance(path, str) or not store.JSON_PATH_RE.fullmatch(path):
             raise ValueError(f'column {col}: {path!r} is not a JSON path such as "$.tool_name" or "$.items[0].id"')
         out[col] = path
     return out
@@ -359,23 +369,20 @@ def load(
     aliases = _parse_aliases(data.get("aliases", {}), where)
 
     for k in KEYS:
+        parse = k.override_parse or k.parse
+        overrides = []
         if k.env and env.get(k.env, ""):
-            try:
-                values[k.attr] = (k.env_parse or k.parse)(env[k.env])
-            except ValueError as e:
-                raise ConfigError(f"{k.env}: {e}") from None
-            sources[k.attr] = f"env {k.env}"
+            overrides.append((env[k.env], k.env, f"env {k.env}"))
         flag = getattr(args, k.flag, None) if (args is not None and k.flag) else None
-        if flag is not None and flag != [] and flag != ():
-            if k.flag == "batch_delay":
-                values[k.attr] = float(flag) / 1000.0
-            elif k.parse is _path:
-                values[k.attr] = _path(flag)
-            elif k.flag == "allow_uid":
-                values[k.attr] = tuple(flag)
-            else:
-                values[k.attr] = flag
-            sources[k.attr] = f"flag --{k.flag.replace('_', '-')}"
+        if flag not in (None, [], ()):
+            name = f"--{k.flag.replace('_', '-')}"  # type: ignore[union-attr]
+            overrides.append((flag, name, f"flag {name}"))
+        for raw, name, source in overrides:  # the flag last: it wins
+            try:
+                values[k.attr] = parse(raw)
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from None
+            sources[k.attr] = source
 
     # Paths: a flag or the path's own variable (above) wins; then HOOKD_HOME, then the file,
     # then the XDG default (paths.resolve knows HOOKD_HOME and XDG).
@@ -410,8 +417,7 @@ def effective(settings: Settings) -> list[tuple[str, Any, str]]:
     """(key, value, source) for every key, in the order of KEYS, then types and aliases."""
     rows: list[tuple[str, Any, str]] = []
     for k in KEYS:
-        value = getattr(settings.paths, k.attr) if k.name.startswith("paths.") else getattr(settings, k.attr)
-        rows.append((k.name, value, settings.sources.get(k.attr, "default")))
+        rows.append((k.name, k.value(settings), settings.sources.get(k.attr, "default")))
     src = f"file {settings.config_path}"
     for name in sorted(set(settings.types) | set(settings.type_max_age)):
         tc = settings.types.get(name) or TypeConfig()
@@ -461,17 +467,8 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_DURATION_KEYS = {
-    "ingest.batch_delay",
-    "ingest.idle_timeout",
-    "ingest.shutdown_grace",
-    "ingest.spool_interval",
-    "retention.max_age",
-    "retention.mirror_max_age",
-    "retention.interval",
-    "status.stale_after",
-}
-_SIZE_KEYS = {"ingest.max_line", "retention.max_size", "retention.mirror_max_size"}
+_DURATION_KEYS = {k.name for k in KEYS if k.parse in (parse_duration, _age_limit)}
+_SIZE_KEYS = {k.name for k in KEYS if k.parse in (parse_size, _size_limit)}
 
 
 def display_value(name: str, value: Any) -> Any:

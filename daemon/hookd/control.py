@@ -31,21 +31,18 @@ from .settings import Settings
 
 log = logging.getLogger("hookd.control")
 
-MAX_COMMAND = 64 << 10
 MAX_FOLLOWERS = 64
 #: A follower whose unsent output passes this is dropped (it reconnects and catches up).
 FOLLOWER_BUFFER = 8 << 20
 
 
 class Follower:
-    __slots__ = ("transport", "etype", "session", "sent", "last_eid")
+    __slots__ = ("etype", "session", "last_eid")
 
-    def __init__(self, transport: asyncio.Transport, etype: str | None, session: str | None) -> None:
-        self.transport = transport
+    def __init__(self, etype: str | None, session: str | None, last_eid: int) -> None:
         self.etype = etype
         self.session = session
-        self.sent = 0
-        self.last_eid = 0
+        self.last_eid = last_eid
 
 
 class Control:
@@ -152,9 +149,10 @@ class Control:
             return
         etype, session = params.get("type"), params.get("session")
         f = Follower(
-            transport, etype if isinstance(etype, str) else None, session if isinstance(session, str) else None
+            etype if isinstance(etype, str) else None,
+            session if isinstance(session, str) else None,
+            self.ingest.committed_eid,
         )
-        f.last_eid = self.ingest.committed_eid
         self.followers[transport] = f
         self.ingest.keep_events = True
         transport.write(b'{"ok":true,"committed_eid":%d}\n' % f.last_eid)
@@ -190,7 +188,6 @@ class Control:
                 f.last_eid = rows[-1][0]
             if out:
                 t.write(b"".join(out))
-                f.sent += len(out)
             if t.get_write_buffer_size() > FOLLOWER_BUFFER:
                 t.write(b'{"ok":false,"reason":"lagging","last_eid":%d}\n' % f.last_eid)
                 t.close()

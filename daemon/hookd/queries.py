@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import spool, store
 from .errors import HookdError, StoreError
 from .framing import normalize_type, parse_ts
 from .paths import daemon_running
 from .settings import Settings
 
-EVENT_COLUMNS = "eid, type, ts, session, client_id, recv_ts, pid, uid, data"
+EVENT_COLUMNS = ", ".join(store.BASE_COLUMNS)
 
 
 class DaemonDown(HookdError):
@@ -92,7 +93,7 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "rejected_by_reason": {},
         "connections_closed": {},
         "retention_deleted": 0,
-        "spool_waiting": _spool_waiting(paths.spool_dir),
+        "spool_waiting": spool.waiting(paths.spool_dir),
         "db_bytes": None,
         "types": {},
     }
@@ -104,12 +105,10 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
             counters = dict(conn.execute("SELECT name, value FROM counters"))
             out["committed"] = counters.get("committed", 0)
             out["duplicates"] = counters.get("duplicate", 0)
-            rej = {k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("rejected.")}
+            rej = _with_prefix(counters, "rejected.")
             out["rejected_by_reason"] = rej
             out["rejected"] = sum(rej.values())
-            out["connections_closed"] = {
-                k.split(".", 1)[1]: v for k, v in counters.items() if k.startswith("connections.")
-            }
+            out["connections_closed"] = _with_prefix(counters, "connections.")
             out["retention_deleted"] = counters.get("retention.deleted", 0)
             for etype, count, first_ts, last_ts in conn.execute(
                 "SELECT type, count, first_ts, last_ts FROM event_types"
@@ -125,7 +124,7 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         tc = settings.types.get(etype)
         stale_after = tc.stale_after if tc and tc.stale_after is not None else settings.stale_after
         count, first_ts, last_ts = seen.get(etype, (0, None, None))
-        if last_ts is None or count == 0 and etype not in seen:
+        if etype not in seen:
             state = "never"
         elif now - last_ts <= stale_after:
             state = "live"
@@ -145,12 +144,9 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
     return out
 
 
-def _spool_waiting(spool_dir: Path) -> int:
-    """Spool files not yet read by the daemon (events waiting while it was down)."""
-    try:
-        return sum(1 for p in spool_dir.iterdir() if p.suffix in (".jsonl", ".spool") and p.stat().st_size > 0)
-    except OSError:
-        return 0
+def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    """``{"rejected.bad_ts": 3}`` with prefix ``"rejected."`` -> ``{"bad_ts": 3}``."""
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
 
 
 def _ago(seconds: float) -> str:
@@ -257,22 +253,19 @@ def select_events(
     upto: int | None = None,
     limit: int | None = None,
 ) -> list[tuple]:
-    where, params = [], []
-    if etype is not None:
-        where.append("type = ?")
-        params.append(etype)
-    if session is not None:
-        where.append("session = ?")
-        params.append(session)
-    if since is not None:
-        where.append("ts >= ?")
-        params.append(since)
-    if after is not None:
-        where.append("eid > ?")
-        params.append(after)
-    if upto is not None:
-        where.append("eid <= ?")
-        params.append(upto)
+    given = [
+        (cond, value)
+        for cond, value in (
+            ("type = ?", etype),
+            ("session = ?", session),
+            ("ts >= ?", since),
+            ("eid > ?", after),
+            ("eid <= ?", upto),
+        )
+        if value is not None
+    ]
+    where = [cond for cond, _ in given]
+    params: list[Any] = [value for _, value in given]
     sql = f"SELECT {EVENT_COLUMNS} FROM events"
     if where:
         sql += " WHERE " + " AND ".join(where)

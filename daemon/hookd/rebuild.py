@@ -60,7 +60,7 @@ def rebuild(paths: Paths) -> RebuildResult:
         carried = _carry_over(writer.db, paths.db)
     finally:
         writer.close()
-        tmp.with_name(tmp.name + ".writer-lock").unlink(missing_ok=True)
+        store.writer_lock(tmp).unlink(missing_ok=True)
     backup = None
     if paths.db.exists():
         backup = paths.db.with_name(paths.db.name + time.strftime(".bak-%Y%m%dT%H%M%S"))

@@ -225,9 +225,6 @@ def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int
     return db.total_changes - before, by_type
 
 
-# -- durations and sizes, as `hookd vacuum` takes them ----------------------------------------
-
-
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -271,7 +268,7 @@ def vacuum(paths: Paths, *, max_age: float | None = None, max_size: int | None =
         )
     if not paths.db.exists():
         raise HookdError(f"no database at {paths.db}: nothing to vacuum")
-    lock = paths.db.with_name(paths.db.name + ".writer-lock")
+    lock = store.writer_lock(paths.db)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:

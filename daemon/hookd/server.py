@@ -32,6 +32,8 @@ from .paths import check_socket_dir
 log = logging.getLogger("hookd.server")
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: Longest command line of a control connection (``!status``, ``!follow {...}``).
+MAX_COMMAND = 64 << 10
 _REFUSED_REPLY = (
     b'{"ok":false,"reason":"refused_uid","detail":"this hookd does not accept connections from your user"}\n'
 )
@@ -199,7 +201,7 @@ class EventProtocol(asyncio.Protocol):
             return  # the command was handled; anything more is ignored
         buf = self._control + data
         nl = buf.find(b"\n")
-        if nl < 0 and len(buf) <= (64 << 10) and not self._eof:
+        if nl < 0 and len(buf) <= MAX_COMMAND and not self._eof:
             self._control = buf
             return
         self._control = True

@@ -49,6 +49,18 @@ class SpoolFile:
     peer: Peer
 
 
+def waiting(directory: Path) -> int:
+    """Spool files with events not yet read by a daemon (for ``hookd status``)."""
+    try:
+        return sum(
+            1
+            for e in os.scandir(directory)
+            if e.name.endswith((EVENT_SUFFIX, TAKEN_SUFFIX)) and not e.name.startswith(".") and e.stat().st_size > 0
+        )
+    except OSError:
+        return 0
+
+
 def parse_name(name: str) -> tuple[float | None, int | None]:
     """``<time_ns>-<pid>-<random>.<suffix>`` -> (epoch seconds, pid); None where not readable."""
     parts = name.rsplit(".", 1)[0].split("-")

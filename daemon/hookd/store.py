@@ -253,9 +253,16 @@ def view_name(etype: str) -> str | None:
     return f"{etype}_events"
 
 
-_COLUMN_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_JSON_PATH_RE = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*")
+#: Names and JSON paths allowed for configured view columns (``[types.NAME] columns``).
+COLUMN_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+JSON_PATH_RE = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*")
+#: The columns of ``events``, in order (also every ``<type>_events`` view's first columns).
 BASE_COLUMNS = ("eid", "type", "ts", "session", "client_id", "recv_ts", "pid", "uid", "data")
+
+
+def writer_lock(db: Path) -> Path:
+    """Held (flock) by whoever writes ``db``: the writer process, ``hookd vacuum``."""
+    return db.with_name(db.name + ".writer-lock")
 
 
 def create_view(db: sqlite3.Connection, etype: str, columns: dict[str, str] | None = None, *, replace=False) -> bool:
@@ -268,14 +275,14 @@ def create_view(db: sqlite3.Connection, etype: str, columns: dict[str, str] | No
         return False
     extra = ""
     for col, path in (columns or {}).items():
-        if not _COLUMN_RE.fullmatch(col) or col in BASE_COLUMNS or not _JSON_PATH_RE.fullmatch(path):
+        if not COLUMN_RE.fullmatch(col) or col in BASE_COLUMNS or not JSON_PATH_RE.fullmatch(path):
             raise StoreError(f"view {name}: column {col!r} = {path!r} is not a valid column name and JSON path")
         extra += f", json_extract(data, '{path}') AS \"{col}\""
     if replace:
         db.execute(f'DROP VIEW IF EXISTS "{name}"')
     db.execute(
         f'CREATE VIEW IF NOT EXISTS "{name}" AS '
-        f"SELECT eid, type, ts, session, client_id, recv_ts, pid, uid, data{extra} "
+        f"SELECT {', '.join(BASE_COLUMNS)}{extra} "
         f"FROM events WHERE type = '{etype}'"
     )
     return True

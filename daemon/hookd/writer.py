@@ -30,7 +30,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,19 @@ BUSY_TIMEOUT_MS = 1000
 MAX_BACKOFF = 1.0
 
 
+@contextlib.contextmanager
+def _as_sqlite3_errors() -> Iterator[None]:
+    """apsw's errors as their sqlite3 counterparts, so callers handle one family."""
+    try:
+        yield
+    except (apsw.BusyError, apsw.LockedError) as e:
+        raise sqlite3.OperationalError(f"database is locked ({e})") from None
+    except apsw.FullError as e:
+        raise sqlite3.OperationalError(f"database or disk is full ({e})") from None
+    except apsw.Error as e:
+        raise sqlite3.DatabaseError(str(e)) from None
+
+
 class ApswConnection:
     """The writer's connection through apsw, with the few sqlite3-style calls the writer uses.
 
@@ -70,24 +83,12 @@ class ApswConnection:
         self.execute(f"PRAGMA synchronous = {store.SYNCHRONOUS[synchronous]}")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        try:
+        with _as_sqlite3_errors():
             return self._c.execute(sql, params)
-        except (apsw.BusyError, apsw.LockedError) as e:
-            raise sqlite3.OperationalError(f"database is locked ({e})") from None
-        except apsw.FullError as e:
-            raise sqlite3.OperationalError(f"database or disk is full ({e})") from None
-        except apsw.Error as e:
-            raise sqlite3.DatabaseError(str(e)) from None
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Any:
-        try:
+        with _as_sqlite3_errors():
             return self._c.executemany(sql, seq)
-        except (apsw.BusyError, apsw.LockedError) as e:
-            raise sqlite3.OperationalError(f"database is locked ({e})") from None
-        except apsw.FullError as e:
-            raise sqlite3.OperationalError(f"database or disk is full ({e})") from None
-        except apsw.Error as e:
-            raise sqlite3.DatabaseError(str(e)) from None
 
     @property
     def total_changes(self) -> int:
@@ -111,7 +112,7 @@ class Writer:
     ) -> None:
         self.spool_dir = spool_dir
         db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = _exclusive(db_path.with_name(db_path.name + ".writer-lock"))
+        self._lock_fd = _exclusive(store.writer_lock(db_path))
         self.db: Any = store.connect(db_path, synchronous=synchronous)
         store.migrate(self.db)
         if apsw is not None and use_apsw:
