@@ -531,14 +531,29 @@ def test_database_wal_mirror_and_spool_files_are_private(home: Path) -> None:
 
 # -- faults: a locked database, a full disk, a missing database --------------------------------
 
+# Holds a write lock (BEGIN IMMEDIATE) until a line arrives on stdin, at least argv[2] seconds:
+# the test decides when the lock ends, so a slow machine cannot let it end before the checks.
 HOLD_WRITE_LOCK = """
 import sqlite3, sys, time
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("BEGIN IMMEDIATE")
+t0 = time.monotonic()
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()
+time.sleep(max(0.0, float(sys.argv[2]) - (time.monotonic() - t0)))
 db.execute("COMMIT")
+print("released", flush=True)
 """
+
+
+def reap(*procs: subprocess.Popen[str] | None) -> None:
+    """End helper processes a failed test left behind, so no ResourceWarning leaks into the next."""
+    for p in procs:
+        if p is None:
+            continue
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
 
 
 def stream(path: Path, lines: list[bytes], conns: int = 4) -> None:
@@ -557,6 +572,7 @@ def stream(path: Path, lines: list[bytes], conns: int = 4) -> None:
 @pytest.mark.slow
 def test_database_locked_by_another_process_is_waited_out_and_nothing_is_lost(home: Path) -> None:
     d = Daemon(home).start()
+    reader = holder = None
     try:
         d.send(good(0, "first") + b"\n")
         assert d.wait_count(1) == 1
@@ -566,15 +582,18 @@ def test_database_locked_by_another_process_is_waited_out_and_nothing_is_lost(ho
         reader.stdin.write("BEGIN; SELECT count(*) FROM events;\n")
         reader.stdin.flush()
         assert reader.stdout.readline().strip() == "1"
-        # ... and a write lock held for 3 s by a sqlite3 connection in another process is waited out.
+        # ... and a write lock held (3 s at least) by a sqlite3 connection in another process is waited out.
         holder = subprocess.Popen(
-            [sys.executable, "-c", HOLD_WRITE_LOCK, str(d.db_path), "3"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", HOLD_WRITE_LOCK, str(d.db_path), "3"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         n = 20_000
         t = threading.Thread(target=stream, args=(d.socket, [good(i, "during_lock") + b"\n" for i in range(n)]))
         t.start()
-        assert wait_for(lambda: "waiting for a database lock" in d.logtext, 10), d.logtext
+        assert wait_for(lambda: "waiting for a database lock" in d.logtext, 20), d.logtext
         assert d.count("type = 'during_lock'") == 0  # the reader's snapshot has nothing new either way
         # `hookd status` says what is happening (the writer's log line may come before its report)
 
@@ -582,20 +601,23 @@ def test_database_locked_by_another_process_is_waited_out_and_nothing_is_lost(ho
             out = subprocess.run(
                 [sys.executable, "-m", "hookd", "status", "--json"], env=clean_env(home), capture_output=True, text=True
             )
-            return json.loads(out.stdout)["daemon"]["writer"]["state"]
+            return json.loads(out.stdout).get("daemon", {}).get("writer", {}).get("state", f"no answer: {out.stdout}")
 
-        assert wait_for(lambda: writer_state().startswith("waiting for a database lock since"), 2), writer_state()
-        holder.communicate(timeout=30)
+        assert wait_for(lambda: writer_state().startswith("waiting for a database lock since"), 20), writer_state()
+        assert d.count("type = 'during_lock'") == 0
+        holder.communicate("release\n", timeout=30)
         assert holder.returncode == 0
         t.join(60)
         assert d.wait_count(n, timeout=60, where="type = 'during_lock'") == n
         assert wait_for(lambda: "back to normal" in d.logtext, 10), d.logtext
+        assert wait_for(lambda: writer_state() == "ok", 10), writer_state()
         reader.communicate("COMMIT;\n.quit\n", timeout=10)
         assert reader.returncode == 0
         assert d.proc is not None and d.proc.poll() is None
         assert d.stop() == 0, d.logtext
     finally:
         d.kill()
+        reap(reader, holder)
     assert d.count() == n + 1
     assert len(d.mirror_lines()) == n + 1  # a retried commit never mirrors a batch twice
     assert sorted(
