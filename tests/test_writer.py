@@ -156,7 +156,7 @@ def test_view_names_are_validated() -> None:
 
 
 def test_type_counts_sent_by_the_daemon_match_the_rows(writer: Writer) -> None:
-    from hookd.pipeline import type_summary
+    from hookd.wire import type_summary
 
     framer = Framer()
     lines = [json.dumps({"type": t, "ts": 1_700_000_000 + i, "i": i}).encode() for i, t in enumerate("abcabca" * 3)]
@@ -230,3 +230,40 @@ def test_failed_mirror_write_is_cut_back_whole(tmp_path: Path, monkeypatch: pyte
     m.write(b'{"eid":2}\n', now=0)
     assert m.path_for("1970-01-01").read_bytes() == b'{"eid":1}\n{"eid":2}\n'
     m.close()
+
+
+def test_frames_cross_the_enlarged_pipe_whole_however_the_reads_fall() -> None:
+    """The writer's FrameReader over a real pipe from wire.pipe(): frames larger than the pipe,
+    many small ones in one read, a frame split across reads, then end of stream."""
+    import fcntl
+    import os
+    import threading
+
+    from hookd import wire
+    from hookd.writer import FrameReader
+
+    r, w = wire.pipe()
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        if limit >= wire.PIPE_SIZE:
+            assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) == wire.PIPE_SIZE
+        frames = [["batch", i, "x" * (i * 997 % 50_000), list(range(i % 7))] for i in range(300)]
+        frames.append(["batch", 300, "y" * (3 * wire.PIPE_SIZE)])  # bigger than the pipe itself
+        frames += [["small", i] for i in range(2000)]
+        data = b"".join(wire.pack(f) for f in frames)
+
+        def feed() -> None:
+            with os.fdopen(w, "wb", buffering=0) as out:
+                for k in range(0, len(data), 77_777):  # cuts inside headers and bodies alike
+                    out.write(data[k : k + 77_777])
+
+        t = threading.Thread(target=feed)
+        t.start()
+        reader = FrameReader(r)
+        got: list = []
+        while not reader.eof:
+            got.extend(reader.read())
+        t.join()
+    finally:
+        os.close(r)
+    assert got == frames

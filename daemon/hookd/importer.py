@@ -14,11 +14,11 @@ both cores work. The daemon must be stopped (hooks spool meanwhile): one writer 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -134,22 +134,31 @@ def import_files(
         )
     private_dir(paths.db.parent)
     private_dir(paths.mirror_dir)
-    writer = subprocess.Popen(
-        [
-            sys.executable, "-m", "hookd.writer", "--db", os.fspath(paths.db),
-            "--mirror-dir", os.fspath(paths.mirror_dir), "--spool-dir", os.fspath(paths.spool_dir),
-            "--log-level", "WARNING",
-        ],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert writer.stdin is not None and writer.stdout is not None
-    head = writer.stdout.read(4)
-    first = wire.unpack(writer.stdout.read(wire.HEADER.unpack(head)[0])) if len(head) == 4 else None
+    # Enlarged pipes, as the daemon's: with 64 KiB ones the writer reads a batch in ten pieces.
+    to_writer_r, to_writer_w = wire.pipe()
+    from_writer_r, from_writer_w = wire.pipe()
+    try:
+        writer = subprocess.Popen(
+            wire.writer_command(paths, log_level="WARNING"), stdin=to_writer_r, stdout=from_writer_w
+        )
+    except BaseException:
+        for fd in (to_writer_w, from_writer_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(to_writer_r)
+        os.close(from_writer_w)
+    frames_out = open(to_writer_w, "wb")
+    replies_in = open(from_writer_r, "rb")
+    head = replies_in.read(4)
+    first = wire.unpack(replies_in.read(wire.HEADER.unpack(head)[0])) if len(head) == 4 else None
     if first is None or first[0] != "ready":
         writer.wait()
+        frames_out.close()
+        replies_in.close()
         raise WriterError(f"the writer could not open the store: {first[1] if first else writer.returncode}")
     result = ImportResult()
-    replies = _Replies(writer.stdout, result)
+    replies = _Replies(replies_in, result)
     replies.start()
     checkpoints = _Checkpointer(paths.db)
     checkpoints.start()
@@ -169,10 +178,12 @@ def import_files(
             return
         seq += 1
         # Every imported row has an id: all are "with_id" for the writer's duplicate check.
-        frame = wire.pack(["batch", seq, rows, mirror, list(range(len(rows))), rejects, []])
+        # The per-type counts spare the writer reading the rows back (it still does when some
+        # turn out duplicates, as on a re-import).
+        frame = wire.pack(["batch", seq, rows, mirror, list(range(len(rows))), rejects, [], wire.type_summary(rows)])
         rows, mirror, rejects = [], [], []
         try:
-            writer.stdin.write(frame)  # type: ignore[union-attr]
+            frames_out.write(frame)
         except BrokenPipeError:
             raise WriterError(f"the writer process failed: {replies.fatal or 'it exited'}") from None
 
@@ -207,8 +218,8 @@ def import_files(
                         last_progress = now
                         progress(done_bytes, total_bytes, result)
         send()
-        writer.stdin.write(wire.pack(["close"]))
-        writer.stdin.close()
+        frames_out.write(wire.pack(["close"]))
+        frames_out.close()
     except BaseException:
         writer.kill()
         raise
@@ -217,6 +228,9 @@ def import_files(
         replies.join()
         checkpoints.stop.set()
         checkpoints.join()
+        with contextlib.suppress(OSError):  # a killed writer leaves unwritten buffered frames
+            frames_out.close()
+        replies_in.close()
     if code != 0 or replies.fatal:
         raise WriterError(f"the writer process failed: {replies.fatal or f'exit status {code}'}")
     result.seconds = time.monotonic() - started

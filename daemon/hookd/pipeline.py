@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,9 +30,6 @@ from .server import FlowControl
 from .settings import Settings
 
 log = logging.getLogger("hookd.pipeline")
-
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-PIPE_SIZE = 1 << 20  # the default pipe-max-size; 64 KiB pipes starve the writer
 
 
 @dataclass
@@ -64,27 +59,6 @@ class Replier(Protocol):
 
     def new_slot(self) -> int: ...
     def reply(self, slot: int, data: bytes) -> None: ...
-
-
-def type_summary(rows: list[tuple]) -> list[list[Any]]:
-    """Per type in a batch: [type, count, first ts, last ts], for the writer's ``event_types``.
-
-    Done here because the daemon has spare CPU at full load and the writer has none: counting
-    by reading the rows back in SQL cost the writer about a tenth of its time (py-spy).
-    """
-    out: dict[str, list[Any]] = {}
-    for row in rows:
-        etype, ts = row[1], row[2]
-        s = out.get(etype)
-        if s is None:
-            out[etype] = [etype, 1, ts, ts]
-        else:
-            s[1] += 1
-            if ts < s[2]:
-                s[2] = ts
-            elif ts > s[3]:
-                s[3] = ts
-    return list(out.values())
 
 
 @dataclass(slots=True)
@@ -141,28 +115,16 @@ class WriterLink:
         """Start the writer and wait until it has opened (and if need be recovered) the store."""
         s = self.settings
         # Real pipes, enlarged: asyncio (uvloop) would give socketpairs with 208 KiB buffers,
-        # which starve the writer (measured 1.17x ingest with bigger buffers); a pipe can grow
-        # to pipe-max-size (1 MiB by default) without privileges, a socket buffer cannot.
-        to_writer_r, to_writer_w = os.pipe()
-        from_writer_r, from_writer_w = os.pipe()
-        for fd in (to_writer_w, from_writer_r):
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        # which starve the writer (measured 1.17x ingest with bigger buffers).
+        to_writer_r, to_writer_w = wire.pipe()
+        from_writer_r, from_writer_w = wire.pipe()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "hookd.writer",
-                "--db",
-                os.fspath(s.paths.db),
-                "--mirror-dir",
-                os.fspath(s.paths.mirror_dir),
-                "--spool-dir",
-                os.fspath(s.paths.spool_dir),
-                "--synchronous",
-                s.synchronous,
-                "--log-level",
-                logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
+                *wire.writer_command(
+                    s.paths,
+                    synchronous=s.synchronous,
+                    log_level=logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
+                ),
                 stdin=to_writer_r,
                 stdout=from_writer_w,
             )
@@ -420,7 +382,7 @@ class Ingest:
                 self._with_id,
                 self._rejects,
                 self._spool_names,
-                type_summary(rows),
+                wire.type_summary(rows),
                 counts,
             ]
         )

@@ -429,11 +429,15 @@ class FrameReader:
         self.fd = fd
         self.buf = bytearray()
         self.eof = False
+        # One reused read buffer: os.read(fd, 1 MiB) would allocate (mmap) a fresh 1 MiB object
+        # for every read of a pipe that holds 64 KiB to 1 MiB.
+        self._chunk = bytearray(wire.PIPE_SIZE)
+        self._view = memoryview(self._chunk)
 
     def _fill(self) -> None:
-        data = os.read(self.fd, 1 << 20)
-        if data:
-            self.buf += data
+        n = os.readv(self.fd, [self._chunk])
+        if n:
+            self.buf += self._view[:n]
         else:
             self.eof = True
 
