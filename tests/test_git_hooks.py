@@ -83,8 +83,22 @@ def test_commits_checkouts_and_merges_are_recorded(daemon: Daemon, repo: Path, e
     merge = git(repo, "rev-parse", "HEAD", env=env)
 
     got = events(daemon, 6)
-    # Each hook sends from the background, so events of quick successive commands may interleave.
+    # Each hook sends from the background, so events of quick successive commands may reach hookd
+    # in any order; the ts each hook took when git ran it keeps them in git's order.
     assert sorted(e["type"] for e in got) == ["git_checkout"] * 2 + ["git_commit"] * 3 + ["git_merge"]
+    in_ts_order = [
+        (t, json.loads(d)["sha"])
+        for t, d in daemon.query("SELECT type, data FROM events WHERE type LIKE 'git_%' ORDER BY ts, eid")
+    ]
+    assert in_ts_order == [
+        ("git_commit", first),
+        ("git_checkout", first),  # checkout -b topic: HEAD stays at the first commit
+        ("git_commit", second),
+        ("git_checkout", first),
+        ("git_commit", third),
+        ("git_merge", merge),
+    ]
+    assert all(isinstance(e["ts"], float) and abs(e["ts"] - time.time()) < 120 for e in got)
     by = {(e["type"], e["sha"]): e for e in got}
     assert by[("git_commit", second)]["branch"] == "topic"
     assert by[("git_commit", second)]["files"] == ["b.txt"]

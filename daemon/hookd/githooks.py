@@ -57,6 +57,18 @@ hookd_json() {
 hookd_commit_info() {  # $1: commit
     git log -1 --no-show-signature --format='author	%an%nauthor_email	%ae%nsubject	%s' "$1" --
 }
+hookd_now() {  # epoch seconds when the hook ran: the event's ts, so that the background sends
+    # (which may reach hookd in any order) still sort as git ran them. %N is GNU/busybox; where
+    # date does not know it, whole seconds.
+    hookd_t=$(date +%s.%N 2>/dev/null)
+    case $hookd_t in
+        ''|*[!0-9.]*|*.) hookd_t=$(date +%s 2>/dev/null) ;;
+    esac
+    case $hookd_t in
+        ''|*[!0-9.]*) ;;
+        *) printf '%s' "$hookd_t" ;;
+    esac
+}
 hookd_numstat() {  # git diff arguments; -z: names unquoted (a newline in a name becomes a space)
     git diff --numstat -z --no-renames "$@" -- | tr '\n\0' ' \n' | sed 's/^/file	/'
 }
@@ -70,6 +82,7 @@ __MARKER__
 HOOKD_EMIT=${HOOKD_EMIT:-__EMIT__}
 hookd_top=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
 __COMMON__
+hookd_ts=$(hookd_now)
 if [ -x "$HOOKD_EMIT" ]; then
 __BODY__
 else
@@ -91,6 +104,7 @@ $(git rev-parse HEAD --abbrev-ref HEAD 2>/dev/null)
 EOF
     (
         {
+            [ -z "$hookd_ts" ] || printf 'json:ts\t%s\n' "$hookd_ts"
             printf 'repo\t%s\nsha\t%s\nbranch\t%s\n' "$hookd_top" "$hookd_sha" "$hookd_branch"
             hookd_commit_info "$hookd_sha"
             if git rev-parse -q --verify "$hookd_sha^" >/dev/null; then
@@ -107,6 +121,7 @@ EOF
     hookd_branch=$(git rev-parse --abbrev-ref HEAD 2>/dev/null)
     (
         {
+            [ -z "$hookd_ts" ] || printf 'json:ts\t%s\n' "$hookd_ts"
             printf 'repo\t%s\nsha\t%s\nbranch\t%s\nfrom\t%s\nkind\t%s\n' \
                 "$hookd_top" "$hookd_to" "$hookd_branch" "$hookd_from" "$hookd_kind"
             hookd_commit_info "$hookd_to"
@@ -124,6 +139,7 @@ EOF
     [ "${1:-0}" = 1 ] && hookd_squash=true
     (
         {
+            [ -z "$hookd_ts" ] || printf 'json:ts\t%s\n' "$hookd_ts"
             printf 'repo\t%s\nsha\t%s\nbranch\t%s\nfrom\t%s\njson:squash\t%s\n' \
                 "$hookd_top" "$hookd_sha" "$hookd_branch" "$hookd_orig" "$hookd_squash"
             printf 'message\t%s\n' "$(git reflog -1 --format=%gs 2>/dev/null)"
