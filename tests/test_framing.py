@@ -106,6 +106,22 @@ def test_rejections(line: bytes, reason: str) -> None:
     assert e.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    ("line", "detail"),
+    [
+        (b'{"type":"a","s":"\\ud800"}', "a \\u escape of a high surrogate (\\ud800-\\udbff) without its low half"),
+        (b'{"type":"a","s":"\\uDBFFx"}', "a \\u escape of a high surrogate (\\ud800-\\udbff) without its low half"),
+        # msgspec's own words where they are right: a line really cut short, a lone low surrogate
+        (b'{"type":"a","s":"\\ud83d\\ude00","x":', "Input data was truncated"),
+        (b'{"type":"a","s":"\\udc00"}', "invalid utf-16 surrogate pair"),
+    ],
+)
+def test_rejection_details_say_what_is_wrong(line: bytes, detail: str) -> None:
+    with pytest.raises(Rejection) as e:
+        Framer().frame(line, 1.0, NO_PEER)
+    assert e.value.reason == "invalid_json" and detail in e.value.detail, e.value.detail
+
+
 def test_blank_lines_are_not_events() -> None:
     assert Framer().frame(b"   \r", 1.0, NO_PEER) is None
 

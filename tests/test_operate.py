@@ -390,7 +390,7 @@ def test_sighup_reloads_aliases_columns_and_keeps_running_on_a_bad_file(home: Pa
             .replace("batch_size = 500", 'batch_size = 500\nsynchronous = "full"')
         )
         d.send_signal(signal.SIGHUP)
-        wait_log(d, "SIGHUP: configuration reloaded")
+        wait_log(d, f"SIGHUP: configuration reloaded from {cfg}; changed: ")
         assert "ingest.synchronous changed but needs a restart" in d.logtext
         send_wait(d, {"type": "tool-call", "tool_name": "Edit", "tool_input": {"command": "ls"}})
         assert d.query("SELECT type FROM events ORDER BY eid") == [("pre_tool_use",), ("tool_call_v2",)]
@@ -400,6 +400,9 @@ def test_sighup_reloads_aliases_columns_and_keeps_running_on_a_bad_file(home: Pa
         wait_log(d, "configuration not reloaded, keeping the current one")
         send_wait(d, {"type": "tool-call"})
         assert d.count() == 3
+        cfg.unlink()  # no file any more: the defaults, and the log says so instead of naming the file
+        d.send_signal(signal.SIGHUP)
+        wait_log(d, f"SIGHUP: configuration reloaded from defaults and environment (no file at {cfg}); changed: ")
     finally:
         assert d.stop() == 0
 

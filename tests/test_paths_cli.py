@@ -145,3 +145,26 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path) -> None:
     p.stderr.close()
     assert p.wait(30) == 0
     assert err == b"", err
+
+
+def test_hookd_emit_refuses_what_it_cannot_send_as_written(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
+    env["HOOKD_HOME"] = str(tmp_path)
+
+    def emit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hookd", "emit", *args], env=env, capture_output=True, text=True)
+
+    bare = emit()
+    assert bare.returncode == 2
+    assert "the following arguments are required: TYPE\n" in bare.stderr  # fields are optional
+    for args, says in [
+        (("x", "type=y"), "'type=y': the event's type is TYPE, the first argument; a field named type would be lost"),
+        (("x", "type:=1"), "a field named type would be lost"),
+        (("x", "novalue"), "'novalue': expected KEY=VALUE or KEY:=JSON"),
+        (("x", "=v"), "'=v': empty key"),
+        (("x", "n:=nope"), "'n:=nope': the value after := is not JSON"),
+    ]:
+        out = emit(*args)
+        assert out.returncode == 2 and says in out.stderr, (args, out)
+    assert not (tmp_path / "spool").exists()  # nothing was sent or spooled
+    assert emit("x").returncode == 0  # an event with no fields is fine

@@ -458,6 +458,23 @@ def test_install_service_dry_run_changes_nothing(tmp_path: Path) -> None:
         "would run:\n  systemctl --user daemon-reload\n  systemctl --user enable --now hookd.socket\n"
         "  systemctl --user try-restart hookd.service"
     )
+    # the unit's comments read right once the path is in (they do not name the placeholder)
+    assert "    # Installed by `hookd install-service`, which writes the absolute path of this installation's" in (
+        r.stdout.splitlines()
+    )
+    # a dry run warns, as the install does, when this shell points hooks elsewhere than the service
+    home = tmp_path / "elsewhere"
+    r2 = subprocess.run(
+        [str(HOOKD), "install-service", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "config"),
+             "HOOKD_HOME": str(home)},
+    )  # fmt: skip
+    assert r2.returncode == 0, r2.stderr
+    assert "note: HOOKD_HOME is set in this shell; the service listens on the default socket" in r2.stdout
+    assert "HOOKD_HOME is set" not in r.stdout
 
 
 def test_install_service_without_a_user_manager_prints_the_commands(tmp_path: Path) -> None:

@@ -112,7 +112,8 @@ async def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
     server.idle_timeout = settings.idle_timeout
     ingest.link.send_views(view_columns(settings))
     logging.getLogger().setLevel(settings.log_level.upper())
-    log.info("SIGHUP: configuration reloaded from %s; changed: %s", new.config_path, ", ".join(changed) or "nothing")
+    source = new.config_path if new.config_loaded else f"defaults and environment (no file at {new.config_path})"
+    log.info("SIGHUP: configuration reloaded from %s; changed: %s", source, ", ".join(changed) or "nothing")
 
 
 def status_line(ingest: Ingest) -> str:

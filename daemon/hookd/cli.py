@@ -33,14 +33,15 @@ config file: --config FILE, HOOKD_CONFIG, $HOOKD_HOME/config.toml, ~/.config/hoo
 """
 
 
-def _add_path_flags(p: argparse.ArgumentParser) -> None:
+def _add_path_flags(p: argparse.ArgumentParser, *, listens: bool = False) -> None:
     p.add_argument(
         "--config",
         metavar="FILE",
         help="configuration file (HOOKD_CONFIG; default $XDG_CONFIG_HOME/hookd/config.toml, "
         "or $HOOKD_HOME/config.toml when HOOKD_HOME is set)",
     )
-    p.add_argument("--socket", metavar="PATH", help="Unix socket to listen on (HOOKD_SOCKET)")
+    socket_help = "Unix socket to listen on" if listens else "the daemon's Unix socket"
+    p.add_argument("--socket", metavar="PATH", help=f"{socket_help} (HOOKD_SOCKET)")
     p.add_argument("--db", metavar="PATH", help="SQLite database file (HOOKD_DB)")
     p.add_argument("--mirror-dir", metavar="DIR", help="directory of the JSONL mirror (HOOKD_MIRROR_DIR)")
     p.add_argument(
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=PATHS_HELP,
     )
-    _add_path_flags(run)
+    _add_path_flags(run, listens=True)
     run.add_argument(
         "--batch-size",
         type=int,
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: hookd emit deploy service=api ok:=true duration_ms:=812",
     )
     emit.add_argument("type", metavar="TYPE", help="event type, e.g. tool or git_commit")
-    emit.add_argument("fields", nargs="*", metavar="KEY=VALUE|KEY:=JSON")
+    emit.add_argument("fields", nargs="*", default=[], metavar="KEY=VALUE|KEY:=JSON")
     emit.add_argument("--wait", action="store_true", help="wait until the event is committed and print its eid")
     emit.add_argument("--socket", metavar="PATH", help="daemon socket (HOOKD_SOCKET)")
 
@@ -285,6 +286,10 @@ def parse_fields(pairs: Sequence[str]) -> dict[str, object]:
             raise ConfigError(f"{pair!r}: expected KEY=VALUE or KEY:=JSON")
         if not key:
             raise ConfigError(f"{pair!r}: empty key")
+        if key == "type":
+            raise ConfigError(
+                f"{pair!r}: the event's type is TYPE, the first argument; a field named type would be lost"
+            )
     return out
 
 

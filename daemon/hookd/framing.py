@@ -155,6 +155,18 @@ class EidClock:
         return (eid >> EidClock.SHIFT) / 1000.0
 
 
+#: A high surrogate escape (\ud800-\udbff) not followed by the low one it needs.
+_LONE_HIGH_SURROGATE = re.compile(rb"\\[uU][dD][89abAB][0-9a-fA-F]{2}(?!\\[uU][dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def _decode_detail(msg: str, line: bytes) -> str:
+    """msgspec's error, corrected where it misleads: a high surrogate escape without its low
+    half is reported as "truncated" although the line is whole."""
+    if msg == "Input data was truncated" and _LONE_HIGH_SURROGATE.search(line):
+        return "JSON is malformed: a \\u escape of a high surrogate (\\ud800-\\udbff) without its low half"
+    return msg
+
+
 class Framer:
     """Turns complete lines into rows for ``events`` and lines for the mirror.
 
@@ -193,7 +205,7 @@ class Framer:
                 raise Rejection("not_object", msg) from None
             raise Rejection("bad_field", msg) from None
         except msgspec.DecodeError as e:
-            raise Rejection("invalid_json", str(e)) from None
+            raise Rejection("invalid_json", _decode_detail(str(e), line)) from None
         except RecursionError:
             raise Rejection("too_deep", "nesting too deep") from None
 

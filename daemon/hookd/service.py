@@ -70,6 +70,15 @@ def render(name: str, executable: Path) -> str:
     return template.replace(PLACEHOLDER, _exec_path(executable))
 
 
+def _warn_environment(out: Callable[[str], None]) -> None:
+    for var in ("HOOKD_SOCKET", "HOOKD_HOME"):
+        if os.environ.get(var):
+            out(
+                f"note: {var} is set in this shell; the service listens on the default socket "
+                "($XDG_RUNTIME_DIR/hookd/hookd.sock), so unset it for hooks to reach the service"
+            )
+
+
 def systemctl() -> tuple[str | None, str]:
     """``(path, "")`` when ``systemctl --user`` can reach a user manager, else ``(None, why)``."""
     path = shutil.which("systemctl")
@@ -128,17 +137,13 @@ def install(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
         out("would run:")
         for args in INSTALL_COMMANDS:
             out(f"  {_show(args)}")
+        _warn_environment(out)
         return Outcome(applied=False)
     for name, text in texts.items():
         _write(directory / name, text)
         out(f"wrote {directory / name}")
     out(f"  ExecStart={_exec_path(exe)} run")
-    for var in ("HOOKD_SOCKET", "HOOKD_HOME"):
-        if os.environ.get(var):
-            out(
-                f"note: {var} is set in this shell; the service listens on the default socket "
-                "($XDG_RUNTIME_DIR/hookd/hookd.sock), so unset it for hooks to reach the service"
-            )
+    _warn_environment(out)
     path, why = systemctl()
     if path is None:
         out(f"{why}.")
