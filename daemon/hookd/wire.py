@@ -1,4 +1,6 @@
-"""Frames between the daemon and its writer process: 4-byte length, then msgpack.
+"""Frames between the daemon and its writer process: 4-byte length, then msgpack; and what
+both senders (the daemon, ``hookd import``) share to start a writer: its command line
+(``writer_command``), enlarged pipes (``pipe``) and per-type counts of a batch (``type_summary``).
 
 Daemon to writer:
     ["batch", seq, rows, mirror_lines, with_id, rejects, spool_names, types?, counts?]
