@@ -236,7 +236,9 @@ def test_spooled_file_committed_but_not_deleted_is_not_ingested_twice(home: Path
     db.commit()
     db.close()
     d.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60  # the spool is read at start: wait for it, not for a fixed time
+    while (spool / name).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert d.stop() == 0
     assert d.count("type = 'once'") == 0
     assert not (spool / name).exists()

@@ -281,7 +281,7 @@ class Follower:
 
 
 def wait_followers(home: Path, n: int) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         out = hookd(home, "status", "--json")
         if out.returncode == 0 and json.loads(out.stdout)["daemon"]["followers"] == n:

@@ -291,8 +291,12 @@ def test_restart_under_load_through_socket_activation_loses_nothing(home: Path, 
             d.start()
             time.sleep(0.6)
             assert d.stop() == 0, d.logtext
+            before = sum(sent_while_down)
             down.set()
-            time.sleep(0.3)  # stopped: what hooks send now waits in the socket
+            time.sleep(0.3)  # stopped: what hooks send now waits in the socket ...
+            deadline = time.monotonic() + 30  # ... and some of them did send (however slow the machine)
+            while sum(sent_while_down) == before and time.monotonic() < deadline:
+                time.sleep(0.01)
             down.clear()
         d = activated(home, notify, held=held)
         d.start()

@@ -17,8 +17,9 @@ import aiosqlite
 
 from . import config, retention, sdnotify, spool
 from .control import Control
+from .control_listener import ControlListener
 from .errors import WriterError
-from .paths import private_dir
+from .paths import control_path, private_dir
 from .pipeline import Ingest, WriterLink
 from .server import FlowControl, Listener, Server, raise_fd_limit
 from .settings import Settings
@@ -142,6 +143,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP during start-up: ignored, send it again")
     link = WriterLink(settings)
+    control_listener: ControlListener | None = None
     try:
         await link.start()
         if link.replayed:
@@ -161,6 +163,14 @@ async def serve(settings: Settings) -> int:
         control = Control(settings, ingest, writer_pid=link.proc.pid if link.proc else None)
         control.server = server
         server.control = control
+        control_listener = ControlListener(
+            control_path(listener.path),
+            control,
+            accepted_uids=lambda: server.accepted_uids,
+            refused=server.note_refused,
+            count=ingest.count,
+            idle_timeout=lambda: server.idle_timeout,
+        )
         async with asyncio.TaskGroup() as tg:
             loop.add_signal_handler(
                 signal.SIGHUP, lambda: tg.create_task(reload(settings, ingest, server), name="hookd-reload")
@@ -170,6 +180,8 @@ async def serve(settings: Settings) -> int:
             rt = tg.create_task(retention.schedule(settings, link, ingest.stats), name="hookd-retention")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             rates = tg.create_task(control.sample_rates(), name="hookd-rates")
+            if await control_listener.start():
+                control.control_socket = str(control_listener.path)
             await server.start()
             origin = "" if listener.owned else " (from systemd)"
             log.info("ready: socket %s%s, database %s, mirror %s", listener.path, origin, paths.db, paths.mirror_dir)
@@ -191,6 +203,7 @@ async def serve(settings: Settings) -> int:
             sp.cancel()
             rates.cancel()
             control.close()
+            await control_listener.stop()
             rt.cancel()
             await server.stop(settings.shutdown_grace)
             await ingest.drain()
@@ -215,6 +228,8 @@ async def serve(settings: Settings) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if control_listener is not None:
+            await control_listener.stop()
         listener.unlink()
         listener.release()
         notifier.close()

@@ -10,6 +10,10 @@ so no event is mistaken for one). Its first line is a command:
                                     ({"eid":..,"type":..,"ts":..,"session":..,"data":{..}}),
                                     pushed as each batch commits
 
+A batch that was framed before the follower came (in flight while it connected) is not pushed:
+the follower is sent {"ok": true, "gap_upto": N} instead, and reads the events up to eid N from
+the database, where they are committed by then.
+
 A follower that reads too slowly to keep up is sent {"ok": false, "reason": "lagging",
 "last_eid": N} and closed, so memory stays bounded; ``hookd tail -f`` then reads the gap from
 the database and follows again.
@@ -55,6 +59,8 @@ class Control:
         self.started = time.time()
         self.followers: dict[asyncio.Transport, Follower] = {}
         self.server: Any = None  # set by app: connection counts
+        #: The control socket serving these commands, once it listens (set by app).
+        self.control_socket: str | None = None
         #: (monotonic time, committed) once a second: the rate over the last minute.
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=62)
         ingest.on_commit.append(self._committed)
@@ -114,6 +120,7 @@ class Control:
             "started": self.started,
             "uptime": round(time.time() - self.started, 3),
             "socket": str(p.socket),
+            "control_socket": self.control_socket,
             "db": str(p.db),
             "mirror_dir": str(p.mirror_dir),
             "spool_dir": str(p.spool_dir),
@@ -169,7 +176,15 @@ class Control:
             self.ingest.keep_events = False
 
     def _committed(self, batch: Batch, dups: list[list[int]]) -> None:
-        if not self.followers or batch.events is None:
+        if not self.followers:
+            return
+        if batch.events is None:
+            # Framed before anyone followed (in flight when the follower came): tell followers
+            # to read it from the database, where it now is.
+            for t, f in list(self.followers.items()):
+                if batch.last_eid > f.last_eid and not t.is_closing():
+                    t.write(b'{"ok":true,"gap_upto":%d}\n' % batch.last_eid)
+                    f.last_eid = batch.last_eid
             return
         rows, mirror = batch.events
         skip = {i for i, _ in dups} if dups else ()

@@ -29,6 +29,20 @@ class Paths:
         """Held (flock) by the daemon serving ``socket`` for its whole life."""
         return self.socket.with_name(self.socket.name + ".lock")
 
+    @property
+    def control(self) -> Path:
+        """The daemon's control socket (``hookd status``, ``hookd tail -f``): see control_path."""
+        return control_path(self.socket)
+
+
+def control_path(socket: Path) -> Path:
+    """Where the daemon serving ``socket`` answers control commands: ``<socket>.ctl`` beside it.
+
+    A socket of its own, never paused: backpressure stops accepting on the event socket, and
+    the operator's questions must still be answered then (docs/architecture.md).
+    """
+    return socket.with_name(socket.name + ".ctl")
+
 
 def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
     value = env.get(var, "")

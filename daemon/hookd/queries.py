@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from . import spool, store
 from .errors import HookdError, StoreError
 from .framing import normalize_type, parse_ts
-from .paths import daemon_running
+from .paths import control_path, daemon_running
 from .settings import Settings
 
 EVENT_COLUMNS = ", ".join(store.BASE_COLUMNS)
@@ -43,16 +43,34 @@ def open_readonly(db: Path) -> sqlite3.Connection:
     return conn
 
 
-def ask(sock_path: Path, command: str, timeout: float = 3.0) -> socket.socket:
-    """Connect and send a control command; the caller reads the answer."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
+def ask(sock_path: Path, command: str, timeout: float | None = 3.0) -> socket.socket:
+    """Connect and send a control command; the caller reads the answer.
+
+    The daemon's control socket (``<socket>.ctl``) is asked first: it answers even while the
+    event socket is paused by backpressure. Where there is none (a daemon not started yet under
+    socket activation, which the event socket then starts), the event socket is asked.
+    """
     try:
-        s.connect(str(sock_path))
-        s.sendall(b"!" + command.encode() + b"\n")
+        return _send_command(control_path(sock_path), command, timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass
     except OSError as e:
-        s.close()
+        raise DaemonDown(f"no daemon answers at {control_path(sock_path)} ({e.strerror or e})") from None
+    try:
+        return _send_command(sock_path, command, timeout)
+    except OSError as e:
         raise DaemonDown(f"no daemon answers at {sock_path} ({e.strerror or e})") from None
+
+
+def _send_command(path: Path, command: str, timeout: float | None) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(b"!" + command.encode() + b"\n")
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
@@ -337,7 +355,7 @@ def follow(settings: Settings, etype: str | None, session: str | None, last: int
     waiting = False
     while True:
         try:
-            s = ask(settings.paths.socket, f"follow {params}", timeout=None)  # type: ignore[arg-type]
+            s = ask(settings.paths.socket, f"follow {params}", timeout=None)
         except DaemonDown as e:
             if not waiting:
                 print(f"hookd: {e}; waiting for it to start", file=sys.stderr)
@@ -367,6 +385,13 @@ def follow(settings: Settings, etype: str | None, session: str | None, last: int
                 last = max(last, hello["committed_eid"])
             for line in f:
                 obj = json.loads(line)
+                if "gap_upto" in obj:  # committed, but framed before we followed: read it
+                    with contextlib.closing(open_readonly(settings.paths.db)) as conn:
+                        for row in select_events(conn, etype=etype, session=session, after=last, upto=obj["gap_upto"]):
+                            last = row[0]
+                            yield event_json(row)
+                    last = max(last, obj["gap_upto"])
+                    continue
                 if "eid" not in obj:  # {"ok": false, "reason": "lagging", ...}: reconnect, catch up
                     break
                 if obj["eid"] <= last:

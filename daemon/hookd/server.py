@@ -342,16 +342,7 @@ class Listener:
         check_socket_dir(path.parent)
         lock_fd = _take_lock(lock_path, path)
         try:
-            _clear_stale(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old = os.umask(0o177)
-            try:
-                sock.bind(os.fspath(path))
-            finally:
-                os.umask(old)
-            os.chmod(path, 0o600)
-            sock.listen(backlog)
-            sock.setblocking(False)
+            sock = bind_unix(path, backlog)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -434,6 +425,26 @@ def _take_lock(lock_path: Path, sock_path: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def bind_unix(path: Path, backlog: int) -> socket.socket:
+    """A non-blocking listening socket at ``path``, mode 0600, replacing only a stale socket of
+    ours (see _clear_stale). The caller holds the daemon's lock."""
+    _clear_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(os.fspath(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _clear_stale(path: Path) -> None:
@@ -659,6 +670,10 @@ class Server:
             # connection and the client could lose the answer.
             conn.recv(self.QUICK_BYTES, socket.MSG_DONTWAIT)
         conn.close()
+        self.note_refused(peer)
+
+    def note_refused(self, peer: Peer) -> None:
+        """Count and log (throttled) a connection refused for its uid, on any of our sockets."""
         self.refused += 1
         self.sink.count("refused_uid")
         self._throttle(
