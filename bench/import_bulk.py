@@ -51,7 +51,7 @@ def time_ceiling(stored: Path, work: Path) -> float:
     """apsw executemany of hookd's stored rows into a fresh database of the same schema."""
     import apsw
 
-    from hookd import store
+    from hookd.writer import schema as store
 
     src = sqlite3.connect(stored)
     rows = src.execute(f"SELECT {', '.join(store.BASE_COLUMNS)} FROM events ORDER BY eid").fetchall()

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from common import ROOT, Result, claude_event, median_spread  # noqa: E402
-from hookd import store  # noqa: E402
 from hookd.framing import Framer, Peer  # noqa: E402
+from hookd.writer import schema as store  # noqa: E402
 
 event = claude_event
 

@@ -15,7 +15,7 @@ import sys
 
 import uvloop
 
-from hookd import app
+from hookd.daemon import app
 from hookd.paths import resolve
 from hookd.settings import Settings
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from test_hardening import as_other_user, good, reap, stream, wait_for, writer_pid
 
 from conftest import Daemon, clean_env
-from hookd import paths, queries
+from hookd import paths
+from hookd.ops import reading as queries
 
 
 def status_json(home: Path, code: int = 0) -> dict:

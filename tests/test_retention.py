@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import Daemon, clean_env
-from hookd.mirror import Mirror
+from hookd.writer.mirror import Mirror
 
 HERE = Path(__file__).resolve().parent
 DAY = 86400.0

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Daemon, clean_env, settle
-from hookd import sdnotify, service
+from hookd.daemon import sdnotify
+from hookd.ops import service
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 ANALYZE = shutil.which("systemd-analyze")

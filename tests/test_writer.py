@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hookd import store
 from hookd.errors import StoreError
 from hookd.framing import EidClock, Framer, Peer
-from hookd.mirror import Mirror
-from hookd.writer import Writer
+from hookd.writer import schema as store
+from hookd.writer.mirror import Mirror
+from hookd.writer.writer import Writer
 
 
 def make_batch(seq: int, lines: list[bytes], framer: Framer, now: float = 1_800_000_000.0) -> list:
@@ -240,7 +240,7 @@ def test_frames_cross_the_enlarged_pipe_whole_however_the_reads_fall() -> None:
     import threading
 
     from hookd import wire
-    from hookd.writer import FrameReader
+    from hookd.writer.writer import FrameReader
 
     r, w = wire.pipe()
     try:

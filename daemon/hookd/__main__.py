@@ -1,3 +1,3 @@
-from .cli import entry
+from hookd.cli import entry
 
 entry()

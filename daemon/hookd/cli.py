@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, config
-from .errors import ConfigError, HookdError
-from .settings import LOG_LEVELS, SYNCHRONOUS_LEVELS, Settings
+from hookd import __version__, config
+from hookd.errors import ConfigError, HookdError
+from hookd.settings import LOG_LEVELS, SYNCHRONOUS_LEVELS, Settings
 
 log = logging.getLogger("hookd")
 
@@ -296,7 +296,7 @@ def parse_fields(pairs: Sequence[str]) -> dict[str, object]:
 def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
-    from .app import serve
+    from hookd.daemon.app import serve
 
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
@@ -330,7 +330,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from .rebuild import rebuild
+    from hookd.writer.rebuild import rebuild
 
     logging.basicConfig(level="WARNING", stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
     paths = settings_from(args).paths
@@ -343,7 +343,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_vacuum(args: argparse.Namespace) -> int:
-    from .retention import human, vacuum
+    from hookd.writer.retention import human
+    from hookd.writer.vacuum import vacuum
 
     try:
         max_age = config.parse_duration(args.max_age) if args.max_age else None
@@ -363,7 +364,7 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .importer import import_files, render_progress
+    from hookd.writer.importer import import_files, render_progress
 
     settings = settings_from(args)
     paths = settings.paths
@@ -390,7 +391,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .queries import gather_status, render_status
+    from hookd.ops.status import gather_status, render_status
 
     st = gather_status(settings_from(args))
     if args.json:
@@ -401,7 +402,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from .queries import tail
+    from hookd.ops.tail import tail
 
     if args.lines < 0:
         raise ConfigError("-n must be 0 or more")
@@ -412,7 +413,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from .queries import query
+    from hookd.ops.query import query
 
     return query(settings_from(args), args.sql, args.json)
 
@@ -430,21 +431,21 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
-    from .service import install
+    from hookd.ops.service import install
 
     install(dry_run=args.dry_run)
     return 0
 
 
 def cmd_uninstall_service(args: argparse.Namespace) -> int:
-    from .service import uninstall
+    from hookd.ops.service import uninstall
 
     uninstall(dry_run=args.dry_run)
     return 0
 
 
 def cmd_hooks(args: argparse.Namespace) -> int:
-    from . import githooks
+    from hookd.ops import githooks
 
     action = githooks.install if args.hooks_command == "install-git" else githooks.uninstall
     for line in action(args.repo):

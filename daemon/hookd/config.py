@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import store
-from .errors import ConfigError
-from .framing import normalize_type
-from .paths import Paths, _xdg, resolve
-from .settings import SYNCHRONOUS_LEVELS, Settings, TypeConfig
+from hookd import records
+from hookd.errors import ConfigError
+from hookd.framing import normalize_type
+from hookd.paths import Paths, _xdg, resolve
+from hookd.settings import SYNCHRONOUS_LEVELS, Settings, TypeConfig
 
 # -- value parsers: each takes what TOML or a variable holds, returns the setting's value ----
 
@@ -312,9 +312,9 @@ def _parse_columns(value: Any) -> dict[str, str]:
         raise ValueError('expected a table such as { tool_name = "$.tool_name" }')
     out = {}
     for col, path in value.items():
-        if not store.COLUMN_RE.fullmatch(col) or col in store.BASE_COLUMNS:
+        if not records.COLUMN_RE.fullmatch(col) or col in records.BASE_COLUMNS:
             raise ValueError(f"column name {col!r} must be lowercase letters, digits and _, and not a built-in column")
-        if not isinstance(path, str) or not store.JSON_PATH_RE.fullmatch(path):
+        if not isinstance(path, str) or not records.JSON_PATH_RE.fullmatch(path):
             raise ValueError(f'column {col}: {path!r} is not a JSON path such as "$.tool_name" or "$.items[0].id"')
         out[col] = path
     return out

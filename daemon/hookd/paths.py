@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, SocketPathError
+from hookd.errors import ConfigError, SocketPathError
 
 
 @dataclass(frozen=True)

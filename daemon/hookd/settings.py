@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
-from .paths import Paths
+from hookd.errors import ConfigError
+from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
+from hookd.paths import Paths
 
 SYNCHRONOUS_LEVELS = ("off", "normal", "full")
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .framing import LineSplitter, Peer
+from hookd.framing import LineSplitter, Peer
 
 log = logging.getLogger("hookd.spool")
 

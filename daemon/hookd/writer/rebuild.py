@@ -22,11 +22,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
-from .errors import AlreadyRunning, HookdError
-from .mirror import mirror_files
-from .paths import Paths, daemon_running, private_dir
-from .writer import Writer
+from hookd.errors import AlreadyRunning, HookdError
+from hookd.paths import Paths, daemon_running, private_dir
+from hookd.writer import schema
+from hookd.writer.mirror import mirror_files
+from hookd.writer.writer import Writer
 
 log = logging.getLogger("hookd.rebuild")
 
@@ -60,7 +60,7 @@ def rebuild(paths: Paths) -> RebuildResult:
         carried = _carry_over(writer.db, paths.db)
     finally:
         writer.close()
-        store.writer_lock(tmp).unlink(missing_ok=True)
+        schema.writer_lock(tmp).unlink(missing_ok=True)
     backup = None
     if paths.db.exists():
         backup = paths.db.with_name(paths.db.name + time.strftime(".bak-%Y%m%dT%H%M%S"))
@@ -88,7 +88,7 @@ def _carry_over(new: sqlite3.Connection, old_path: Path) -> bool:
             "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) "
             "SELECT recv_ts, reason, detail, size, preview, pid, uid FROM old.rejected ORDER BY rid"
         )
-        if store.schema_version(new) >= 2:
+        if schema.schema_version(new) >= 2:
             new.execute("INSERT OR REPLACE INTO counters SELECT name, value FROM old.counters")
         new.execute("COMMIT")
         return True

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, HookdError
+from hookd.errors import ConfigError, HookdError
 
 HOOKS = ("post-commit", "post-checkout", "post-merge")
 #: Marks a hook file as ours (install refreshes it, uninstall removes it).

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from . import wire
-from .errors import AlreadyRunning, ConfigError, WriterError
-from .framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type, preview
-from .paths import Paths, daemon_running, private_dir
+from hookd import wire
+from hookd.errors import AlreadyRunning, ConfigError, WriterError
+from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type, preview
+from hookd.paths import Paths, daemon_running, private_dir
 
 BATCH = 2000
 CHUNK = 1 << 20

@@ -10,14 +10,14 @@ uses nothing newer than SQLite 3.40 so the system ``sqlite3`` can always read th
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .errors import StoreError
-from .framing import TYPE_RE
+from hookd.errors import StoreError
+from hookd.framing import TYPE_RE
+from hookd.records import BASE_COLUMNS, COLUMN_RE, JSON_PATH_RE
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -251,13 +251,6 @@ def view_name(etype: str) -> str | None:
     if not TYPE_RE.fullmatch(etype) or etype.startswith("sqlite_"):
         return None
     return f"{etype}_events"
-
-
-#: Names and JSON paths allowed for configured view columns (``[types.NAME] columns``).
-COLUMN_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-JSON_PATH_RE = re.compile(r"\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*")
-#: The columns of ``events``, in order (also every ``<type>_events`` view's first columns).
-BASE_COLUMNS = ("eid", "type", "ts", "session", "client_id", "recv_ts", "pid", "uid", "data")
 
 
 def writer_lock(db: Path) -> Path:

@@ -23,8 +23,8 @@ from typing import IO
 
 import msgspec
 
-from .errors import StoreError
-from .framing import MirrorLine
+from hookd.errors import StoreError
+from hookd.framing import MirrorLine
 
 log = logging.getLogger("hookd.mirror")
 

@@ -15,14 +15,16 @@ import signal
 
 import aiosqlite
 
-from . import config, retention, sdnotify, spool
-from .control import Control
-from .control_listener import ControlListener
-from .errors import WriterError
-from .paths import control_path, private_dir
-from .pipeline import Ingest, WriterLink
-from .server import FlowControl, Listener, Server, raise_fd_limit
-from .settings import Settings
+from hookd import config, spool
+from hookd.daemon import retention_schedule, sdnotify
+from hookd.daemon.control import Control
+from hookd.daemon.control_listener import ControlListener
+from hookd.daemon.ingest import Ingest
+from hookd.daemon.server import FlowControl, Listener, Server, raise_fd_limit
+from hookd.daemon.writer_link import WriterLink
+from hookd.errors import WriterError
+from hookd.paths import control_path, private_dir
+from hookd.settings import Settings
 
 log = logging.getLogger("hookd")
 
@@ -177,7 +179,7 @@ async def serve(settings: Settings) -> int:
             )
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings, link), name="hookd-checkpointer")
-            rt = tg.create_task(retention.schedule(settings, link, ingest.stats), name="hookd-retention")
+            rt = tg.create_task(retention_schedule.schedule(settings, link, ingest.stats), name="hookd-retention")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             rates = tg.create_task(control.sample_rates(), name="hookd-rates")
             if await control_listener.start():

@@ -22,9 +22,9 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
-from .control import Control
-from .framing import NO_PEER, Peer
-from .server import MAX_COMMAND, bind_unix
+from hookd.daemon.control import Control
+from hookd.daemon.server import MAX_COMMAND, bind_unix
+from hookd.framing import NO_PEER, Peer
 
 log = logging.getLogger("hookd.control")
 

@@ -29,9 +29,10 @@ import os
 import time
 from typing import Any
 
-from . import __version__
-from .pipeline import Batch, Ingest
-from .settings import Settings
+from hookd import __version__
+from hookd.daemon.ingest import Ingest
+from hookd.daemon.writer_link import Batch
+from hookd.settings import Settings
 
 log = logging.getLogger("hookd.control")
 

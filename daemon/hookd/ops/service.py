@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import HookdError
+from hookd.errors import HookdError
 
 UNITS = ("hookd.socket", "hookd.service")
 PLACEHOLDER = "@HOOKD@"

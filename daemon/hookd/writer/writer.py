@@ -35,10 +35,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import retention, store, wire
-from .errors import HookdError, StoreError
-from .framing import MirrorLine
-from .mirror import Maintenance, Mirror
+from hookd import wire
+from hookd.errors import HookdError, StoreError
+from hookd.framing import MirrorLine
+from hookd.writer import retention, schema
+from hookd.writer.mirror import Maintenance, Mirror
 
 try:  # a newer SQLite than the system's: about 1.2x faster inserts (docs/performance.md)
     import apsw
@@ -80,7 +81,7 @@ class ApswConnection:
         self._c = apsw.Connection(os.fspath(path))
         self._c.set_busy_timeout(BUSY_TIMEOUT_MS)
         self.execute("PRAGMA journal_mode = WAL")
-        self.execute(f"PRAGMA synchronous = {store.SYNCHRONOUS[synchronous]}")
+        self.execute(f"PRAGMA synchronous = {schema.SYNCHRONOUS[synchronous]}")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with _as_sqlite3_errors():
@@ -112,9 +113,9 @@ class Writer:
     ) -> None:
         self.spool_dir = spool_dir
         db_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = _exclusive(store.writer_lock(db_path))
-        self.db: Any = store.connect(db_path, synchronous=synchronous)
-        store.migrate(self.db)
+        self._lock_fd = _exclusive(schema.writer_lock(db_path))
+        self.db: Any = schema.connect(db_path, synchronous=synchronous)
+        schema.migrate(self.db)
         if apsw is not None and use_apsw:
             self.db.close()
             self.db = ApswConnection(db_path, synchronous)
@@ -122,7 +123,7 @@ class Writer:
         # cannot grow without bound if that ever stops.
         self.db.execute("PRAGMA wal_autocheckpoint = 20000")
         self.mirror = Mirror(mirror_dir, fsync=synchronous == "full")
-        self.types = store.known_types(self.db)
+        self.types = schema.known_types(self.db)
         self.columns: dict[str, dict[str, str]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror")
         # Mirror upkeep (gzip, deletions) has a thread of its own: on _io it would hold up commits.
@@ -139,7 +140,7 @@ class Writer:
         files were not yet deleted, so that they are not ingested twice.
         """
         self.mirror.repair_torn_tail()
-        replayed = self.load(self.mirror.records_after(store.max_eid(self.db)))
+        replayed = self.load(self.mirror.records_after(schema.max_eid(self.db)))
         done = [name for (name,) in self.db.execute("SELECT name FROM spool_done")]
         if done:
             self._remove_spooled(done)
@@ -173,9 +174,9 @@ class Writer:
         db.execute("BEGIN IMMEDIATE")
         try:
             before = db.total_changes
-            db.executemany(store.INSERT_EVENT, rows)
+            db.executemany(schema.INSERT_EVENT, rows)
             stored = db.total_changes - before
-            db.execute(store.TYPES_FROM_RANGE, (min(r[0] for r in rows), max(r[0] for r in rows)))
+            db.execute(schema.TYPES_FROM_RANGE, (min(r[0] for r in rows), max(r[0] for r in rows)))
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
@@ -249,7 +250,7 @@ class Writer:
                 if len(frame) > 8 and frame[8]:
                     for name, n in frame[8].items():
                         counts[name] = counts.get(name, 0) + n
-                dups = store.insert_events(db, rows, with_id) if rows else []
+                dups = schema.insert_events(db, rows, with_id) if rows else []
                 if summaries is not None:
                     if dups or len(frame) < 8:
                         summaries = None  # count what was really stored, below
@@ -262,7 +263,7 @@ class Writer:
                 elif early is None:
                     out.extend(mirror_lines)
                 if rejects:
-                    db.executemany(store.INSERT_REJECTED, rejects)
+                    db.executemany(schema.INSERT_REJECTED, rejects)
                     for r in rejects:
                         key = "rejected." + r[1]
                         counts[key] = counts.get(key, 0) + 1
@@ -277,11 +278,11 @@ class Writer:
                 replies.append(["done", seq, len(rows) - len(dups), dups])
             if lo is not None:
                 if summaries is not None:
-                    db.executemany(store.ADD_TYPE_COUNTS, summaries)
+                    db.executemany(schema.ADD_TYPE_COUNTS, summaries)
                 else:
-                    db.execute(store.TYPES_FROM_RANGE, (lo, hi))
+                    db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
                 self._new_views()
-            store.bump_counters(db, counts)
+            schema.bump_counters(db, counts)
         except BaseException as e:
             _rollback(db)
             if early is not None and early.exception() is None and isinstance(e, sqlite3.OperationalError):
@@ -335,8 +336,8 @@ class Writer:
     def _new_views(self) -> None:
         if len(self.types) == self.db.execute("SELECT count(*) FROM event_types").fetchone()[0]:
             return
-        for etype in store.known_types(self.db) - self.types:
-            if not store.create_view(self.db, etype, self.columns.get(etype)):
+        for etype in schema.known_types(self.db) - self.types:
+            if not schema.create_view(self.db, etype, self.columns.get(etype)):
                 log.warning("type %r gets no view: SQLite reserves names starting with sqlite_", etype)
             self.types.add(etype)
 
@@ -350,7 +351,7 @@ class Writer:
         db.execute("BEGIN IMMEDIATE")
         try:
             for etype in sorted(changed):
-                store.create_view(db, etype, columns.get(etype), replace=True)
+                schema.create_view(db, etype, columns.get(etype), replace=True)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", required=True, type=Path)
     p.add_argument("--mirror-dir", required=True, type=Path)
     p.add_argument("--spool-dir", type=Path)
-    p.add_argument("--synchronous", default="normal", choices=sorted(store.SYNCHRONOUS))
+    p.add_argument("--synchronous", default="normal", choices=sorted(schema.SYNCHRONOUS))
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="hookd[writer]: %(levelname)s: %(message)s")
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif replayed:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
-        _send(["ready", store.max_eid(writer.db), store.SCHEMA_VERSION, replayed])
+        _send(["ready", schema.max_eid(writer.db), schema.SCHEMA_VERSION, replayed])
     except sqlite3.DatabaseError as e:
         _send(
             [
@@ -556,7 +557,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         writer.close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import AlreadyRunning, SocketPathError
-from .framing import NO_PEER, LineSplitter, Peer
-from .paths import check_socket_dir
+from hookd.errors import AlreadyRunning, SocketPathError
+from hookd.framing import NO_PEER, LineSplitter, Peer
+from hookd.paths import check_socket_dir
 
 log = logging.getLogger("hookd.server")
 

@@ -18,93 +18,17 @@ Deleted pages are reused by SQLite; the file itself only shrinks with ``hookd va
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
-import os
-import sqlite3
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from . import store
-from .errors import AlreadyRunning, HookdError
-from .paths import Paths, daemon_running
+from hookd.wire import Policy
+from hookd.writer import schema
 
 log = logging.getLogger("hookd.retention")
-
-#: Events deleted per step at most. One step of 2000 held the write lock ~10 ms on this machine.
-STEP_ROWS = 2000
-
-
-@dataclass
-class Policy:
-    """What the writer applies; travels in the ``retain`` frame as a dict."""
-
-    max_age: float | None = None
-    type_max_age: dict[str, float | None] = field(default_factory=dict)
-    max_size: int | None = None
-    mirror_max_age: float | None = None
-    mirror_max_size: int | None = None
-    mirror_compress: bool = True
-    step_rows: int = STEP_ROWS
-
-    @classmethod
-    def from_settings(cls, s: Any) -> Policy:
-        return cls(s.max_age, dict(s.type_max_age), s.max_size, s.mirror_max_age, s.mirror_max_size, s.mirror_compress)
-
-    @property
-    def db_rules(self) -> bool:
-        return self.max_age is not None or self.max_size is not None or any(self.type_max_age.values())
-
-    @property
-    def mirror_rules(self) -> bool:
-        return self.mirror_compress or self.mirror_max_age is not None or self.mirror_max_size is not None
-
-    def frame(self) -> list[Any]:
-        return ["retain", self.__dict__]
-
-    @classmethod
-    def from_frame(cls, frame: list[Any]) -> Policy:
-        return cls(**frame[1])
-
-    def forever(self) -> list[str]:
-        """Types configured to be kept forever: the size rule spares them too."""
-        return sorted(t for t, age in self.type_max_age.items() if age is None)
-
-
-#: A retention run that deleted at least this many events asks for a TRUNCATE checkpoint.
-LARGE_DELETION = 10_000
-
-
-async def schedule(settings: Any, link: Any, stats: Any) -> None:
-    """In the daemon: send the writer a ``retain`` frame now and every ``retention_interval``,
-    and count what it reports (``stats.deleted``). Sends nothing while no rule is configured."""
-    run = {"age": 0, "size": 0}
-
-    def retained(by_age: int, by_size: int, more: bool) -> None:
-        stats.deleted["age"] += by_age
-        stats.deleted["size"] += by_size
-        run["age"] += by_age
-        run["size"] += by_size
-        if not more:
-            total = run["age"] + run["size"]
-            if total:
-                log.info("retention deleted %d events (%d by age, %d by size)", total, run["age"], run["size"])
-            if total >= LARGE_DELETION:
-                link.truncate_wal = True
-            run["age"] = run["size"] = 0
-
-    import asyncio  # here, not at the top: the writer process imports this module and needs no event loop
-
-    link.on_retained.append(retained)
-    while True:  # the policy is read again each time: SIGHUP may have changed it
-        policy = Policy.from_settings(settings)
-        if policy.db_rules or policy.mirror_rules:
-            link.control(policy.frame())
-        await asyncio.sleep(settings.retention_interval)
 
 
 @dataclass
@@ -177,9 +101,9 @@ def step(db: Any, policy: Policy, now: float | None = None, limit: int | None = 
             db.execute(
                 "INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
-                (store.DELETED_EID_MAX, newest),
+                (schema.DELETED_EID_MAX, newest),
             )
-        store.bump_counters(
+        schema.bump_counters(
             db,
             {
                 "retention.deleted": res.age + res.size,
@@ -234,69 +158,3 @@ def human(n: float) -> str:
 
 
 # -- hookd vacuum ----------------------------------------------------------------------------
-
-
-@dataclass
-class VacuumResult:
-    before: int  # bytes: the database file and its -wal
-    after: int
-    deleted: int  # events deleted by --max-age / --max-size
-
-
-def _on_disk(db: Path) -> int:
-    total = 0
-    for p in (db, db.with_name(db.name + "-wal")):
-        try:
-            total += p.stat().st_size
-        except FileNotFoundError:
-            pass
-    return total
-
-
-def vacuum(paths: Paths, *, max_age: float | None = None, max_size: int | None = None) -> VacuumResult:
-    """Optionally delete events by age and size once, then rewrite the file without free pages.
-
-    The daemon must be stopped: VACUUM rewrites the whole database in one transaction, which
-    would hold up every commit for as long (seconds for a large file).
-    """
-    if daemon_running(paths):
-        raise AlreadyRunning(
-            f"hookd is running on {paths.socket}; `hookd vacuum` rewrites the whole database and would "
-            "hold up ingestion meanwhile. Stop it first (hooks spool their events and nothing is lost), "
-            "e.g. `systemctl --user stop hookd`, then run `hookd vacuum` again. While it runs, retention "
-            "(max_age, max_size) deletes old events by itself and SQLite reuses the freed space"
-        )
-    if not paths.db.exists():
-        raise HookdError(f"no database at {paths.db}: nothing to vacuum")
-    lock = store.writer_lock(paths.db)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlreadyRunning(
-                f"another process writes {paths.db} (a writer still finishing, or `hookd import`); "
-                "wait for it to end, then run `hookd vacuum` again"
-            ) from None
-        before = _on_disk(paths.db)
-        db = store.connect(paths.db)
-        deleted = 0
-        try:
-            store.migrate(db)
-            if max_age is not None or max_size is not None:
-                policy = Policy(max_age=max_age, max_size=max_size, step_rows=50_000)
-                while True:
-                    r = step(db, policy)
-                    deleted += r.age + r.size
-                    if not r.more:
-                        break
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("VACUUM")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.DatabaseError as e:
-            raise HookdError(f"cannot vacuum {paths.db}: {e}") from None
-        finally:
-            db.close()
-        return VacuumResult(before, _on_disk(paths.db), deleted)
-    finally:
-        os.close(fd)

@@ -1,0 +1,166 @@
+"""``hookd status``: the daemon's answer plus read-only reads of the database."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime
+from typing import Any, TextIO
+
+from hookd import spool
+from hookd.ops.reading import daemon_status, open_readonly
+from hookd.paths import daemon_running
+from hookd.settings import Settings
+
+
+# -- status ---------------------------------------------------------------------------------
+def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any]:
+    """Everything ``hookd status --json`` prints (keys documented in docs/operations.md)."""
+    now = time.time() if now is None else now
+    paths = settings.paths
+    daemon = daemon_status(paths.socket)
+    out: dict[str, Any] = {
+        # a daemon that holds its lock but did not answer in time (flooded, stuck) still runs
+        "running": daemon is not None or daemon_running(paths),
+        "daemon": daemon,
+        "socket": str(paths.socket),
+        "db": str(paths.db),
+        "mirror_dir": str(paths.mirror_dir),
+        "spool_dir": str(paths.spool_dir),
+        "committed": 0,
+        "rejected": 0,
+        "duplicates": 0,
+        "rejected_by_reason": {},
+        "connections_closed": {},
+        "retention_deleted": 0,
+        "spool_waiting": spool.waiting(paths.spool_dir),
+        "db_bytes": None,
+        "types": {},
+    }
+    seen: dict[str, tuple[int, float, float]] = {}
+    last_hour: dict[str, int] = {}
+    if paths.db.exists():
+        conn = open_readonly(paths.db)
+        with contextlib.closing(conn):
+            counters = dict(conn.execute("SELECT name, value FROM counters"))
+            out["committed"] = counters.get("committed", 0)
+            out["duplicates"] = counters.get("duplicate", 0)
+            rej = _with_prefix(counters, "rejected.")
+            out["rejected_by_reason"] = rej
+            out["rejected"] = sum(rej.values())
+            out["connections_closed"] = _with_prefix(counters, "connections.")
+            out["retention_deleted"] = counters.get("retention.deleted", 0)
+            for etype, count, first_ts, last_ts in conn.execute(
+                "SELECT type, count, first_ts, last_ts FROM event_types"
+            ):
+                seen[etype] = (count, first_ts, last_ts)
+                (last_hour[etype],) = conn.execute(
+                    "SELECT count(*) FROM events WHERE type = ? AND ts >= ?", (etype, now - 3600)
+                ).fetchone()
+            page = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+            out["db_bytes"] = page
+    types: dict[str, dict[str, Any]] = {}
+    for etype in sorted(set(seen) | {t for t, tc in settings.types.items() if tc.expected}):
+        tc = settings.types.get(etype)
+        stale_after = tc.stale_after if tc and tc.stale_after is not None else settings.stale_after
+        count, first_ts, last_ts = seen.get(etype, (0, None, None))
+        if etype not in seen:
+            state = "never"
+        elif now - last_ts <= stale_after:
+            state = "live"
+        else:
+            state = "stale"
+        types[etype] = {
+            "state": state,
+            "count": count,
+            "first_ts": first_ts,
+            "last_ts": last_ts,
+            "last_hour": last_hour.get(etype, 0),
+            "expected": bool(tc and tc.expected),
+            "stale_after": stale_after,
+        }
+    out["types"] = types
+    out["summary"] = {s: sum(1 for t in types.values() if t["state"] == s) for s in ("live", "stale", "never")}
+    return out
+
+
+def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    """``{"rejected.bad_ts": 3}`` with prefix ``"rejected."`` -> ``{"bad_ts": 3}``."""
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _uptime(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    d = st["daemon"]
+    w = out.write
+    if d:
+        w(f"hookd: running (pid {d['pid']}, up {_uptime(d['uptime'])}, version {d['version']})\n")
+    elif st["running"]:
+        w("hookd: running, but it did not answer within 3 s (flooded or stuck? see its log)\n")
+    else:
+        w("hookd: NOT running (figures below are from the database)\n")
+        if st["spool_waiting"]:
+            w(f"  {st['spool_waiting']} spool file(s) wait in {st['spool_dir']} for the daemon\n")
+        w("  start it with `hookd run` (or `systemctl --user start hookd.socket`)\n")
+    w(f"socket    {st['socket']}\n")
+    size = f" ({st['db_bytes'] / 1e6:.1f} MB)" if st["db_bytes"] is not None else " (not created yet)"
+    w(f"database  {st['db']}{size}\n")
+    w(f"mirror    {st['mirror_dir']}\n")
+    if d:
+        s = d["since_start"]
+        w(
+            f"since start: {s['received']:,} received, {s['committed']:,} committed, {s['rejected']:,} rejected, "
+            f"{s['spooled']:,} from the spool, {s['duplicates']:,} duplicates\n"
+        )
+        q = d["queue"]
+        paused = ", reading PAUSED (writer behind)" if q["reading_paused"] else ""
+        w(
+            f"queue: {q['open_batch']:,} in the open batch, {q['inflight_batches']} batches "
+            f"({q['inflight_events']:,} events) at the writer{paused}\n"
+        )
+        w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
+        w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
+    w(f"total: {st['committed']:,} committed, {st['rejected']:,} rejected, {st['duplicates']:,} duplicates")
+    if st["rejected_by_reason"]:
+        w(" (" + ", ".join(f"{k} {v:,}" for k, v in sorted(st["rejected_by_reason"].items())) + ")")
+    w("\n")
+    closed = st["connections_closed"]
+    if closed or st["retention_deleted"]:
+        parts = [f"{v:,} connections closed for {k}" for k, v in sorted(closed.items())]
+        if st["retention_deleted"]:
+            parts.append(f"{st['retention_deleted']:,} events deleted by retention")
+        w("also: " + ", ".join(parts) + "\n")
+    types = st["types"]
+    if not types:
+        w("\nno events stored yet\n")
+        return
+    width = max(12, *(len(t) for t in types))
+    w(f"\n{'TYPE':<{width}}  {'STATE':<5}  {'COUNT':>10}  {'LAST SEEN':<19}  {'':<9}  {'LAST HOUR':>9}\n")
+    for name, t in types.items():
+        ago = _ago(now - t["last_ts"]) if t["last_ts"] is not None else ""
+        w(
+            f"{name:<{width}}  {t['state']:<5}  {t['count']:>10,}  {_time(t['last_ts']):<19}  {ago:<9}  "
+            f"{t['last_hour']:>9,}\n"
+        )
+    sm = st["summary"]
+    w(f"\n{sm['live']} live, {sm['stale']} stale, {sm['never']} never\n")

@@ -1,0 +1,127 @@
+"""``hookd tail`` (``-f``: follow events as they commit)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from hookd.errors import HookdError, StoreError
+from hookd.framing import normalize_type, parse_ts
+from hookd.ops.reading import DaemonDown, ask, event_json, open_readonly, select_events
+from hookd.settings import Settings
+
+
+# -- tail -----------------------------------------------------------------------------------
+def since_value(text: str, now: float) -> float:
+    """``1h``/``30m``/``2d`` ago, or a time (epoch seconds or RFC 3339)."""
+    from hookd.config import parse_duration
+
+    try:
+        return now - (parse_duration(text) or 0.0)
+    except ValueError:
+        pass
+    try:
+        return parse_ts(float(text) if text.replace(".", "", 1).isdigit() else text, now)
+    except Exception:  # noqa: BLE001 - Rejection or ValueError alike
+        raise HookdError(
+            f"--since {text!r}: expected a duration (30s, 15m, 1h, 2d) or a time (2026-11-30T08:00:00, epoch seconds)"
+        ) from None
+
+
+def format_event(ev: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+    t = datetime.fromtimestamp(ev["ts"], UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    session = f" [{ev['session']}]" if ev.get("session") else ""
+    data = json.dumps(ev["data"], ensure_ascii=False, separators=(",", ":"))
+    return f"{t} {ev['type']}{session} {data}"
+
+
+def tail(settings: Settings, args: Any, out: TextIO = sys.stdout) -> int:
+    now = time.time()
+    etype = None
+    if args.type:
+        etype = normalize_type(args.type)
+        if etype is None:
+            raise HookdError(f"--type {args.type!r} is not a valid event type")
+        etype = settings.aliases.get(etype, etype)
+    since = since_value(args.since, now) if args.since else None
+    limit = args.lines
+    last = 0
+    if settings.paths.db.exists():
+        with contextlib.closing(open_readonly(settings.paths.db)) as conn:
+            rows = select_events(conn, etype=etype, session=args.session, since=since, limit=limit)
+            for row in rows:
+                out.write(format_event(event_json(row), args.json) + "\n")
+            last = rows[-1][0] if rows else (conn.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0])
+    elif not args.follow:
+        raise StoreError(f"no database at {settings.paths.db} yet: nothing has been stored")
+    out.flush()
+    if not args.follow:
+        return 0
+    for ev in follow(settings, etype, args.session, last):
+        if since is not None and ev["ts"] < since:
+            continue
+        out.write(format_event(ev, args.json) + "\n")
+        out.flush()
+    return 0
+
+
+def follow(settings: Settings, etype: str | None, session: str | None, last: int) -> Iterator[dict[str, Any]]:
+    """Events committed after eid ``last``, forever: pushed by the daemon; the gaps (before it
+    answered, after a restart or when this reader lagged) are read from the database."""
+    params = json.dumps({"type": etype, "session": session})
+    waiting = False
+    while True:
+        try:
+            s = ask(settings.paths.socket, f"follow {params}", timeout=None)
+        except DaemonDown as e:
+            if not waiting:
+                print(f"hookd: {e}; waiting for it to start", file=sys.stderr)
+                waiting = True
+            time.sleep(1.0)
+            continue
+        if waiting:
+            print("hookd: following again", file=sys.stderr)
+            waiting = False
+        with s, s.makefile("rb") as f:
+            head = f.readline()
+            try:
+                hello = json.loads(head) if head else {}
+            except ValueError:
+                hello = {}
+            if not hello.get("ok"):
+                if head:
+                    raise HookdError(f"the daemon refused to be followed: {hello.get('detail', head)!r}")
+                continue
+            if hello["committed_eid"] > last and settings.paths.db.exists():
+                with contextlib.closing(open_readonly(settings.paths.db)) as conn:
+                    for row in select_events(
+                        conn, etype=etype, session=session, after=last, upto=hello["committed_eid"]
+                    ):
+                        last = row[0]
+                        yield event_json(row)
+                last = max(last, hello["committed_eid"])
+            for line in f:
+                obj = json.loads(line)
+                if "gap_upto" in obj:  # committed, but framed before we followed: read it
+                    with contextlib.closing(open_readonly(settings.paths.db)) as conn:
+                        for row in select_events(conn, etype=etype, session=session, after=last, upto=obj["gap_upto"]):
+                            last = row[0]
+                            yield event_json(row)
+                    last = max(last, obj["gap_upto"])
+                    continue
+                if "eid" not in obj:  # {"ok": false, "reason": "lagging", ...}: reconnect, catch up
+                    break
+                if obj["eid"] <= last:
+                    continue
+                last = obj["eid"]
+                yield obj
+            else:
+                print("hookd: the daemon stopped; waiting for it to start again", file=sys.stderr)
+                waiting = True

@@ -1,0 +1,154 @@
+"""The package layout shows which process runs what, and the imports keep it true.
+
+    hookd/          shared by every process: cli, errors, framing, records, wire, config, settings, paths, spool
+    hookd/daemon/   the daemon process: the event loop (asyncio, uvloop, aiosqlite)
+    hookd/writer/   the writer process, and the commands that write the store without a daemon
+    hookd/ops/      operator commands that read, ask or install
+
+Rules, read from the source with ``ast`` (every import, also those inside functions):
+
+1. nothing the writer reaches imports asyncio, uvloop or aiosqlite, or anything of hookd.daemon;
+2. the daemon reaches the writer only through ``hookd.wire`` (no hookd.writer, no hookd.ops);
+3. operator commands never import hookd.daemon;
+4. the shared modules import only shared modules (``cli`` dispatches to all, lazily).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "daemon" / "hookd"
+EVENT_LOOP = ("asyncio", "uvloop", "aiosqlite")
+
+
+def module_name(package: Path, path: Path) -> str:
+    rel = path.relative_to(package.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(package: Path) -> dict[str, set[str]]:
+    """Every module of the package -> the modules it imports (absolute names)."""
+    out: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        name = module_name(package, path)
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: resolve against this module's package
+                    base = name.split(".")
+                    if path.name != "__init__.py":
+                        base.pop()
+                    base = base[: len(base) - (node.level - 1)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                found.add(mod)
+                found.update(f"{mod}.{a.name}" for a in node.names)  # `from hookd.writer import schema`
+        out[name] = found
+    return out
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def area(name: str) -> str:
+    """daemon, writer, ops, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
+    parts = name.split(".")
+    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops"):
+        return parts[1]
+    return "entry" if name in ("hookd.cli", "hookd.__main__") else "shared"
+
+
+def violations(package: Path) -> list[str]:
+    graph = imports_of(package)
+    own = set(graph)
+    internal = {m: {i for i in deps if i in own} for m, deps in graph.items()}
+    bad: list[str] = []
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(internal.get(m, ()))
+        return seen
+
+    for mod in sorted(own):
+        where = area(mod)
+        deps = internal[mod]
+        if where == "writer":
+            for m in sorted(reach(mod)):
+                if area(m) == "daemon":
+                    bad.append(f"{mod} reaches {m}: the writer must not import the daemon")
+                for ext in sorted(e for e in graph[m] if top(e) in EVENT_LOOP):
+                    bad.append(f"{mod} reaches {m}, which imports {ext}: the writer runs no event loop")
+        elif where == "daemon":
+            bad += [
+                f"{mod} imports {d}: the daemon reaches the writer only through hookd.wire"
+                for d in sorted(deps)
+                if area(d) in ("writer", "ops")
+            ]
+        elif where == "ops":
+            bad += [
+                f"{mod} imports {d}: operator commands never import the daemon"
+                for d in sorted(deps)
+                if area(d) == "daemon"
+            ]
+        elif where == "shared":
+            bad += [
+                f"{mod} imports {d}: a shared module imports only shared modules"
+                for d in sorted(deps)
+                if area(d) not in ("shared",)
+            ]
+    return bad
+
+
+def test_the_import_rules_hold() -> None:
+    assert violations(PACKAGE) == []
+
+
+def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
+    """The checker is not vacuous: each rule, broken on purpose in a copy, is reported."""
+    pkg = tmp_path / "hookd"
+    for sub in ("", "daemon", "writer", "ops"):
+        (pkg / sub).mkdir(parents=True, exist_ok=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "wire.py").write_text("import struct\n")
+    (pkg / "framing.py").write_text("def f():\n    import asyncio\n")  # shared, reached by the writer
+    (pkg / "writer" / "writer.py").write_text("from hookd import wire, framing\n")
+    (pkg / "writer" / "importer.py").write_text("from hookd.daemon.app import serve\n")
+    (pkg / "daemon" / "app.py").write_text("from hookd.writer import schema\nfrom hookd import wire\n")
+    (pkg / "writer" / "schema.py").write_text("import sqlite3\n")
+    (pkg / "ops" / "status.py").write_text("from ..daemon import app\n")
+    (pkg / "paths.py").write_text("from hookd.ops import status\n")
+    found = "\n".join(violations(pkg))
+    assert "hookd.writer.writer reaches hookd.framing, which imports asyncio" in found
+    assert "hookd.writer.importer reaches hookd.daemon.app: the writer must not import the daemon" in found
+    assert "hookd.daemon.app imports hookd.writer.schema" in found
+    assert "hookd.ops.status imports hookd.daemon.app" in found
+    assert "hookd.paths imports hookd.ops.status" in found
+    assert "hookd.daemon.app imports hookd.wire" not in found
+
+
+def test_the_writer_process_loads_no_event_loop() -> None:
+    """What the rules promise, seen in a real interpreter: the writer's modules pull in none
+    of the event loop's stack (imported, not just named)."""
+    code = (
+        "import sys, runpy\n"
+        "import hookd.writer.writer, hookd.writer.importer, hookd.writer.rebuild, hookd.writer.vacuum\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'uvloop', 'aiosqlite')"
+        " or m.startswith('hookd.daemon')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
