@@ -587,3 +587,61 @@ def test_any_json_object_arrives_as_that_object_plus_type(
     line = capture.take()
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == {**obj, "type": "prop"}
+
+
+# -- options, terminals and honest messages (issue 13) -------------------------------------
+
+
+@pytest.mark.parametrize("name", list(RUNNERS))
+def test_version_and_unknown_options_store_nothing(daemon: Daemon, name: str, socat: str) -> None:
+    from hookd import __version__
+
+    runner = RUNNERS[name]
+    env = clean_env(daemon.home)
+    for flag in ("--version", "-V"):
+        p = run(runner, flag, env=env)
+        assert p.returncode == 0 and p.stdout == f"hookd-emit {__version__}\n".encode() and p.stderr == b"", p
+    for args in (("-v",), ("--wiat", "deploy"), ("-x", "{}"), ("--wait", "--wait", "t"), ("--wait", "-v")):
+        p = run(runner, *args, env=env, input="{}")
+        assert p.returncode == 64, (args, p)  # misuse, never 2 ("block the tool call")
+        assert b"unknown option" in p.stderr and p.stdout == b"", (args, p)
+    ok(run(runner, "-", '{"type": "still_works"}', env=env))
+    settle(daemon, 1)
+    assert [t for t, _s, _d in stored(daemon)] == ["still_works"]
+    assert spool_files(daemon.home / "spool") == []
+
+
+def test_no_payload_on_a_terminal_sends_the_type_and_says_so(daemon: Daemon, socat: str) -> None:
+    """On a terminal, reading stdin would wait for ^D in silence: never hang."""
+    import pty
+
+    env = clean_env(daemon.home)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+        os.execve(str(SHELL_CLIENT), [str(SHELL_CLIENT), "from_tty"], env)
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert b"no JSON given and stdin is a terminal" in out
+    settle(daemon, 1)
+    assert [(t, d) for t, _s, d in stored(daemon)] == [("from_tty", {"type": "from_tty"})]
+
+
+def test_a_large_event_is_spooled_with_the_reason_not_as_unreachable(capture: Capture, socat: str) -> None:
+    home = capture.path.parent
+    p = run(
+        RUNNERS["sh"], "big", env=clean_env(home, HOOKD_SOCKET=str(capture.path)), input='{"b": "' + "z" * 60_000 + '"}'
+    )
+    assert p.returncode == 0, p
+    assert b"not reachable" not in p.stderr and b"the event is large" in p.stderr, p
+    assert len(spool_files(home / "spool")) == 1
