@@ -16,7 +16,7 @@ from conftest import Daemon, clean_env
 
 pytestmark = pytest.mark.usefixtures("socat")
 
-HOOKS = ("post-commit", "post-checkout", "post-merge")
+HOOKS = ("post-commit", "post-checkout", "post-merge", "post-rewrite")
 
 
 def hookd(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -146,7 +146,8 @@ def test_existing_hooks_are_kept_and_still_run(daemon: Daemon, repo: Path, env: 
     out = hookd("hooks", "uninstall-git", str(repo), env=env)
     assert out.returncode == 0, out
     assert (hooks / "post-checkout").read_text() == original
-    assert not (hooks / "post-merge").exists() and not list(hooks.glob("*.hookd-orig"))
+    assert not (hooks / "post-merge").exists() and not (hooks / "post-rewrite").exists()
+    assert not list(hooks.glob("*.hookd-orig"))
 
 
 def test_core_hooks_path_is_respected(daemon: Daemon, repo: Path, env: dict[str, str]) -> None:
@@ -207,3 +208,48 @@ def test_installed_hooks_are_posix_sh(repo: Path, env: dict[str, str]) -> None:
         for shell in filter(shutil.which, ("sh", "dash", "bash")):
             out = subprocess.run([shell, "-n", str(path)], capture_output=True, text=True)
             assert out.returncode == 0, (shell, name, out.stderr)
+
+
+def test_amends_rebases_and_squash_merges_are_recorded(daemon: Daemon, repo: Path, env: dict[str, str]) -> None:
+    hooks = repo / ".git" / "hooks"
+    log = repo.parent / "orig-rewrite.log"
+    # A post-rewrite hook already there reads git's list on stdin: it must still get it.
+    (hooks / "post-rewrite").write_text(f'#!/bin/sh\n{{ echo "orig $1"; cat; }} >> {log}\n')
+    (hooks / "post-rewrite").chmod(0o755)
+    assert hookd("hooks", "install-git", str(repo), env=env).returncode == 0
+    git(repo, "commit", "-q", "--allow-empty", "-m", "one", env=env)
+    before = git(repo, "rev-parse", "HEAD", env=env)
+    git(repo, "commit", "-q", "--amend", "--allow-empty", "-m", "one, amended", env=env)
+    amended = git(repo, "rev-parse", "HEAD", env=env)
+    [r] = events(daemon, 1, "git_rewrite")
+    assert (r["kind"], r["branch"], r["sha"], r["subject"]) == ("amend", "main", amended, "one, amended")
+    assert r["rewritten"] == [{"old": before, "new": amended}] and r["rewritten_count"] == 1
+    assert log.read_text().splitlines() == ["orig amend", f"{before} {amended}"]
+
+    git(repo, "checkout", "-q", "-b", "topic", env=env)
+    for name in ("x", "y"):
+        (repo / name).write_text(name + "\n")
+        git(repo, "add", name, env=env)
+        git(repo, "commit", "-q", "-m", f"topic {name}", env=env)
+    git(repo, "checkout", "-q", "main", env=env)
+    (repo / "z").write_text("z\n")
+    git(repo, "add", "z", env=env)
+    git(repo, "commit", "-q", "-m", "main z", env=env)
+    git(repo, "checkout", "-q", "topic", env=env)
+    git(repo, "rebase", "-q", "main", env=env)
+    rebased = git(repo, "rev-parse", "HEAD", env=env)
+    rewrites = events(daemon, 2, "git_rewrite")
+    rb = rewrites[-1] if rewrites[-1]["kind"] == "rebase" else rewrites[0]
+    assert (rb["kind"], rb["branch"], rb["sha"], rb["rewritten_count"]) == ("rebase", "topic", rebased, 2)
+    # The commits a rebase picks are made on a detached HEAD: they name the branch being rewritten.
+    picked = [c for c in events(daemon, 6, "git_commit") if c["rebasing"]]
+    assert len(picked) == 2 and {c["branch"] for c in picked} == {"topic"}
+    assert picked[-1]["sha"] == rebased or picked[0]["sha"] == rebased
+
+    git(repo, "checkout", "-q", "main", env=env)
+    git(repo, "merge", "-q", "--squash", "topic", env=env)
+    [m] = events(daemon, 1, "git_merge")
+    assert m["squash"] is True and m["branch"] == "main" and m["from"] == ""
+    assert m["message"] == "Squashed commit of the following:"  # its own, not the checkout's
+    assert sorted(m["files"]) == ["x", "y"]  # what the squash staged
+    assert daemon.query("SELECT count(*) FROM rejected")[0][0] == 0

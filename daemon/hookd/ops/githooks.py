@@ -1,5 +1,5 @@
-"""``hookd hooks install-git`` / ``uninstall-git``: git hooks that record commits, checkouts and
-merges through ``hookd-emit``.
+"""``hookd hooks install-git`` / ``uninstall-git``: git hooks that record commits, checkouts,
+merges and rewrites (amend, rebase) through ``hookd-emit``.
 
 Each installed hook is a small POSIX ``sh`` script. It reads the commit id and branch at once
 (one ``git rev-parse``), does the rest (author, subject, files changed) in a detached background
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hookd.errors import ConfigError, HookdError
 
-HOOKS = ("post-commit", "post-checkout", "post-merge")
+HOOKS = ("post-commit", "post-checkout", "post-merge", "post-rewrite")
 #: Marks a hook file as ours (install refreshes it, uninstall removes it).
 MARKER = "# hookd-git-hook v1"
 ORIG_SUFFIX = ".hookd-orig"
@@ -69,6 +69,20 @@ hookd_now() {  # epoch seconds when the hook ran: the event's ts, so that the ba
         *) printf '%s' "$hookd_t" ;;
     esac
 }
+hookd_branch() {  # the branch checked out, or the one a rebase in progress rewrites (HEAD is detached then)
+    hookd_b=${1:-$(git rev-parse --abbrev-ref HEAD 2>/dev/null)}
+    if [ "$hookd_b" = HEAD ]; then
+        for hookd_d in rebase-merge rebase-apply; do
+            hookd_f=$(git rev-parse --git-path "$hookd_d/head-name" 2>/dev/null)
+            if [ -f "$hookd_f" ]; then
+                read -r hookd_b < "$hookd_f"
+                hookd_b=${hookd_b#refs/heads/}
+                break
+            fi
+        done
+    fi
+    printf '%s' "$hookd_b"
+}
 hookd_numstat() {  # git diff arguments; -z: names unquoted (a newline in a name becomes a space)
     git diff --numstat -z --no-renames "$@" -- | tr '\n\0' ' \n' | sed 's/^/file	/'
 }
@@ -83,6 +97,7 @@ HOOKD_EMIT=${HOOKD_EMIT:-__EMIT__}
 hookd_top=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
 __COMMON__
 hookd_ts=$(hookd_now)
+__PRELUDE__
 if [ -x "$HOOKD_EMIT" ]; then
 __BODY__
 else
@@ -90,7 +105,7 @@ else
         "run \`hookd hooks install-git\` again, or \`hookd hooks uninstall-git\`" >&2
 fi
 if [ -x "$0__ORIG__" ]; then
-    exec "$0__ORIG__" "$@"
+__EXEC_ORIG__
 fi
 exit 0
 """
@@ -102,10 +117,16 @@ _BODIES = {
     { read -r hookd_sha; read -r hookd_branch; } <<EOF
 $(git rev-parse HEAD --abbrev-ref HEAD 2>/dev/null)
 EOF
+    hookd_rebasing=false
+    if [ "$hookd_branch" = HEAD ]; then  # a rebase picking commits: name the branch it rewrites
+        hookd_branch=$(hookd_branch HEAD)
+        [ "$hookd_branch" = HEAD ] || hookd_rebasing=true
+    fi
     (
         {
             [ -z "$hookd_ts" ] || printf 'json:ts\t%s\n' "$hookd_ts"
-            printf 'repo\t%s\nsha\t%s\nbranch\t%s\n' "$hookd_top" "$hookd_sha" "$hookd_branch"
+            printf 'repo\t%s\nsha\t%s\nbranch\t%s\njson:rebasing\t%s\n' \
+                "$hookd_top" "$hookd_sha" "$hookd_branch" "$hookd_rebasing"
             hookd_commit_info "$hookd_sha"
             if git rev-parse -q --verify "$hookd_sha^" >/dev/null; then
                 hookd_numstat "$hookd_sha^" "$hookd_sha"
@@ -137,17 +158,49 @@ $(git rev-parse HEAD ORIG_HEAD --abbrev-ref HEAD 2>/dev/null)
 EOF
     hookd_squash=false
     [ "${1:-0}" = 1 ] && hookd_squash=true
+    if [ "$hookd_squash" = true ]; then  # nothing committed: no reflog entry, ORIG_HEAD is stale
+        hookd_orig=
+        hookd_message=$(head -n 1 "$(git rev-parse --git-path SQUASH_MSG)" 2>/dev/null)
+    else
+        hookd_message=$(git reflog -1 --format=%gs 2>/dev/null)
+    fi
     (
         {
             [ -z "$hookd_ts" ] || printf 'json:ts\t%s\n' "$hookd_ts"
             printf 'repo\t%s\nsha\t%s\nbranch\t%s\nfrom\t%s\njson:squash\t%s\n' \
                 "$hookd_top" "$hookd_sha" "$hookd_branch" "$hookd_orig" "$hookd_squash"
-            printf 'message\t%s\n' "$(git reflog -1 --format=%gs 2>/dev/null)"
+            printf 'message\t%s\n' "$hookd_message"
             hookd_commit_info "$hookd_sha"
-            [ -z "$hookd_orig" ] || hookd_numstat "$hookd_orig" "$hookd_sha"
+            if [ "$hookd_squash" = true ]; then
+                hookd_numstat --cached HEAD  # what the squash staged
+            elif [ -n "$hookd_orig" ]; then
+                hookd_numstat "$hookd_orig" "$hookd_sha"
+            fi
         } | hookd_json | "$HOOKD_EMIT" git_merge
     ) </dev/null >/dev/null 2>&1 &
 """,
+    "post-rewrite": r"""
+    hookd_kind=${1:-} hookd_branch=$(hookd_branch) hookd_sha=$(git rev-parse HEAD 2>/dev/null)
+    (
+        {
+            [ -z "$hookd_ts" ] || printf 'json:ts\t%s\n' "$hookd_ts"
+            printf 'repo\t%s\nsha\t%s\nbranch\t%s\nkind\t%s\n' "$hookd_top" "$hookd_sha" "$hookd_branch" "$hookd_kind"
+            hookd_commit_info "$hookd_sha"
+            # git's list, "old new" per rewritten commit: shas are hex, safe in JSON as they are.
+            printf '%s\n' "$hookd_rewritten" | awk -v max=__MAX_FILES__ '
+                NF >= 2 { n++; if (n <= max) l = l (n > 1 ? "," : "") "{\"old\":\"" $1 "\",\"new\":\"" $2 "\"}" }
+                END { printf "json:rewritten_count\t%d\njson:rewritten\t[%s]\n", n, l
+                      if (n > max) print "json:rewritten_truncated\ttrue" }'
+        } | hookd_json | "$HOOKD_EMIT" git_rewrite
+    ) </dev/null >/dev/null 2>&1 &
+""",
+}
+
+# Before anything is recorded: post-rewrite reads git's list of rewritten commits from stdin now,
+# and hands the same lines to the hook it chains.
+_PRELUDE = {"post-rewrite": "hookd_rewritten=$(cat)"}
+_EXEC_ORIG = {
+    "post-rewrite": 'exec "$0__ORIG__" "$@" <<HOOKD_EOF\n$hookd_rewritten\nHOOKD_EOF',
 }
 
 
@@ -155,7 +208,10 @@ def hook_script(name: str, emit: str) -> str:
     """The text of our ``name`` hook, calling the ``hookd-emit`` at ``emit``."""
     return (
         _TEMPLATE.replace("__COMMON__", _COMMON.strip("\n").replace("__MAX_FILES__", str(MAX_FILES)))
+        .replace("__PRELUDE__", _PRELUDE.get(name, ":"))
+        .replace("__EXEC_ORIG__", "    " + _EXEC_ORIG.get(name, 'exec "$0__ORIG__" "$@"').replace("\\n", "\n"))
         .replace("__BODY__", _BODIES[name].strip("\n"))
+        .replace("__MAX_FILES__", str(MAX_FILES))
         .replace("__MARKER__", MARKER)
         .replace("__HOOK__", name)
         .replace("__ORIG__", ORIG_SUFFIX)
