@@ -54,13 +54,9 @@ class MirrorLine(msgspec.Struct, omit_defaults=False):
     data: msgspec.Raw
 
     def row(self) -> tuple:
-        """The ``events`` row of this line, in ROW_COLUMNS order."""
+        """The ``events`` row of this line, in the table's column order."""
         data = bytes(self.data).decode("utf-8")
         return (self.eid, self.type, self.ts, self.session, self.id, self.recv_ts, self.pid, self.uid, data)
-
-
-# Column order of ``events`` rows as produced here and inserted by the writer.
-ROW_COLUMNS: Final = ("eid", "type", "ts", "session", "client_id", "recv_ts", "pid", "uid", "data")
 
 
 class Peer(NamedTuple):
@@ -148,11 +144,6 @@ class EidClock:
             eid = last + 1
         self._last = eid
         return eid
-
-    @staticmethod
-    def to_time(eid: int) -> float:
-        """Epoch seconds encoded in an eid (millisecond precision)."""
-        return (eid >> EidClock.SHIFT) / 1000.0
 
 
 #: A high surrogate escape (\ud800-\udbff) not followed by the low one it needs.

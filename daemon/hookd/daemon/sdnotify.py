@@ -35,6 +35,9 @@ log = logging.getLogger("hookd.sdnotify")
 LISTEN_FDS_START = 3
 _LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 _NOTIFY_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+#: How often ``keep_alive`` wakes (seconds): it refreshes STATUS= and pings the watchdog, more
+#: often when the watchdog interval is under twice this. docs/operations.md quotes the figure.
+STATUS_INTERVAL = 5.0
 
 
 def listen_fds(env: MutableMapping[str, str] | None = None, *, unset: bool = True) -> list[tuple[int, str]]:
@@ -150,9 +153,10 @@ async def keep_alive(
     *,
     status: Callable[[], str],
     progress: Callable[[], tuple[int, int]],
-    status_interval: float = 5.0,
+    status_interval: float = STATUS_INTERVAL,
 ) -> None:
-    """Ping the watchdog at half its interval and refresh STATUS= every ``status_interval``.
+    """Ping the watchdog every ``status_interval`` (every half watchdog interval if that is
+    shorter) and refresh STATUS= every ``status_interval``.
 
     That this coroutine runs at all shows the event loop is alive. ``progress()`` returns
     ``(waiting, done)``: work handed on and not finished, and a count that grows as work

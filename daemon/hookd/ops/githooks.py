@@ -233,7 +233,6 @@ def _is_ours(path: Path) -> bool:
 
 @dataclass
 class Repo:
-    top: Path | None  # None for a bare repository
     hooks_dir: Path
     hooks_path_set: bool  # core.hooksPath decides the directory
 
@@ -251,12 +250,14 @@ def find_repo(repo: Path) -> Repo:
         return out.stdout.strip()
 
     hooks = Path(git("rev-parse", "--path-format=absolute", "--git-path", "hooks"))
-    bare = git("rev-parse", "--is-bare-repository") == "true"
-    top = None if bare else Path(git("rev-parse", "--show-toplevel"))
+    # The work tree's path is not needed, only the check: git cannot find it from inside a
+    # repository's .git directory, and such a path stays refused as it always was.
+    if git("rev-parse", "--is-bare-repository") != "true":
+        git("rev-parse", "--show-toplevel")
     configured = subprocess.run(
         ["git", "-C", str(repo), "config", "core.hooksPath"], capture_output=True, text=True
     ).stdout.strip()
-    return Repo(top=top, hooks_dir=hooks, hooks_path_set=bool(configured))
+    return Repo(hooks_dir=hooks, hooks_path_set=bool(configured))
 
 
 def find_emit() -> str:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -120,13 +119,7 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@dataclass
-class Outcome:
-    #: Whether systemctl was run (False: dry run, or no working ``systemctl --user``).
-    applied: bool
-
-
-def install(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
+def install(*, dry_run: bool, out: Callable[[str], None] = print) -> None:
     directory = unit_dir()
     exe = hookd_executable()
     texts = {name: render(name, exe) for name in UNITS}
@@ -138,7 +131,7 @@ def install(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
         for args in INSTALL_COMMANDS:
             out(f"  {_show(args)}")
         _warn_environment(out)
-        return Outcome(applied=False)
+        return
     for name, text in texts.items():
         _write(directory / name, text)
         out(f"wrote {directory / name}")
@@ -150,20 +143,19 @@ def install(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
         out("The units are written; to start hookd, run these in your login session:")
         for args in INSTALL_COMMANDS[:2]:
             out(f"  {_show(args)}")
-        return Outcome(applied=False)
+        return
     for args in INSTALL_COMMANDS:
         _run(path, args, out)
     out("hookd.socket is listening; hookd.service starts with the first event and after every login.")
     out("Look at it with: systemctl --user status hookd.socket hookd.service; journalctl --user -u hookd")
-    return Outcome(applied=True)
 
 
-def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
+def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> None:
     directory = unit_dir()
     present = [directory / name for name in UNITS if (directory / name).exists()]
     if not present:
         out(f"hookd's units are not in {directory}; nothing to do")
-        return Outcome(applied=False)
+        return
     if dry_run:
         out("would run:")
         for args in UNINSTALL_STOP:
@@ -172,7 +164,7 @@ def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
             out(f"would remove {p}")
         for args in UNINSTALL_AFTER:
             out(f"  {_show(args)}")
-        return Outcome(applied=False)
+        return
     path, why = systemctl()
     if path is not None:
         for args in UNINSTALL_STOP:
@@ -185,8 +177,7 @@ def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> Outcome:
         out("If hookd's units are loaded in a user manager, stop them and reload it in your login session:")
         for args in (*UNINSTALL_STOP, *UNINSTALL_AFTER):
             out(f"  {_show(args)}")
-        return Outcome(applied=False)
+        return
     for args in UNINSTALL_AFTER:
         _run(path, args, out)
     out("hookd no longer runs as a service; hooks spool their events until `hookd run` or a reinstall.")
-    return Outcome(applied=True)

@@ -74,7 +74,12 @@ def rebuild(paths: Paths) -> RebuildResult:
 
 
 def _carry_over(new: sqlite3.Connection, old_path: Path) -> bool:
-    """Copy ``rejected`` and ``counters`` from the old database, if it is readable."""
+    """Copy ``rejected`` and ``counters`` from the old database, if it is readable.
+
+    What to copy is decided by the tables the *old* database has: one made by an older hookd
+    (schema version 1) has ``rejected`` but no ``counters`` yet, and its rejected lines must
+    still come over.
+    """
     if not old_path.exists():
         return False
     try:
@@ -83,17 +88,21 @@ def _carry_over(new: sqlite3.Connection, old_path: Path) -> bool:
         log.warning("old database not readable (%s): rejected lines and counters start empty", e)
         return False
     try:
+        # The first read of the old file: a corrupt one fails here, not at ATTACH.
+        tables = {row[0] for row in new.execute("SELECT name FROM old.sqlite_master WHERE type = 'table'")}
         new.execute("BEGIN")
-        new.execute(
-            "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) "
-            "SELECT recv_ts, reason, detail, size, preview, pid, uid FROM old.rejected ORDER BY rid"
-        )
-        if schema.schema_version(new) >= 2:
+        if "rejected" in tables:
+            new.execute(
+                "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) "
+                "SELECT recv_ts, reason, detail, size, preview, pid, uid FROM old.rejected ORDER BY rid"
+            )
+        if "counters" in tables:
             new.execute("INSERT OR REPLACE INTO counters SELECT name, value FROM old.counters")
         new.execute("COMMIT")
         return True
     except sqlite3.DatabaseError as e:
-        new.execute("ROLLBACK")
+        if new.in_transaction:
+            new.execute("ROLLBACK")
         log.warning("could not copy rejected lines and counters from the old database: %s", e)
         return False
     finally:

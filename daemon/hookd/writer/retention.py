@@ -19,7 +19,6 @@ Deleted pages are reused by SQLite; the file itself only shrinks with ``hookd va
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from typing import Any
 
 from hookd.wire import Policy
 from hookd.writer import schema
-
-log = logging.getLogger("hookd.retention")
 
 
 @dataclass
@@ -66,56 +63,74 @@ def step(db: Any, policy: Policy, now: float | None = None, limit: int | None = 
     db.execute("BEGIN IMMEDIATE")
     try:
         newest = db.execute("SELECT max(eid) FROM events").fetchone()[0]
-        budget = limit
-        removed: dict[str, int] = {}
-        # Age: only types whose oldest event is past their cutoff.
-        for etype, first_ts in db.execute("SELECT type, first_ts FROM event_types WHERE count > 0").fetchall():
-            age = policy.type_max_age.get(etype, policy.max_age)  # a type's own None: forever
-            if age is None or first_ts >= now - age:
-                continue
-            if budget <= 0:
-                res.more = True
-                break
-            before = db.total_changes
-            db.execute(DELETE_AGED, (etype, now - age, budget))
-            n = db.total_changes - before
-            removed[etype] = removed.get(etype, 0) + n
-            res.age += n
-            budget -= n
-            if budget <= 0:
-                res.more = True
-        # Size: the oldest events by eid (time-ordered), except types kept forever.
+        removed = _delete_aged(db, policy, now, limit, res)
+        budget = limit - res.age
         if policy.max_size is not None and budget > 0:
-            size = data_size(db)
-            if size > policy.max_size:
-                res.size, by_type = _delete_oldest(db, policy, size, budget)
-                for etype, n in by_type.items():
-                    removed[etype] = removed.get(etype, 0) + n
-                res.more = res.more or (res.size > 0 and data_size(db) > policy.max_size)
-        for etype, n in removed.items():
-            if n:
-                db.execute(UPDATE_TYPE, (etype, n))
-        if res.age + res.size and db.execute("SELECT max(eid) FROM events").fetchone()[0] != newest:
-            # The newest event went: remember its eid, or recovery would bring it back from the
-            # mirror (it replays what is newer than the newest stored event).
-            db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
-                (schema.DELETED_EID_MAX, newest),
-            )
-        schema.bump_counters(
-            db,
-            {
-                "retention.deleted": res.age + res.size,
-                "retention.deleted.age": res.age,
-                "retention.deleted.size": res.size,
-            },
-        )
+            for etype, n in _delete_for_size(db, policy, policy.max_size, budget, res).items():
+                removed[etype] = removed.get(etype, 0) + n
+        _record(db, res, removed, newest)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     return res
+
+
+def _delete_aged(db: Any, policy: Policy, now: float, budget: int, res: StepResult) -> dict[str, int]:
+    """The age rule, within ``budget`` rows: only types whose oldest event is past their cutoff.
+    Adds to ``res.age`` (and sets ``res.more``); returns the events deleted by type."""
+    removed: dict[str, int] = {}
+    for etype, first_ts in db.execute("SELECT type, first_ts FROM event_types WHERE count > 0").fetchall():
+        age = policy.type_max_age.get(etype, policy.max_age)  # a type's own None: forever
+        if age is None or first_ts >= now - age:
+            continue
+        if budget <= 0:
+            res.more = True
+            break
+        before = db.total_changes
+        db.execute(DELETE_AGED, (etype, now - age, budget))
+        n = db.total_changes - before
+        removed[etype] = removed.get(etype, 0) + n
+        res.age += n
+        budget -= n
+        if budget <= 0:
+            res.more = True
+    return removed
+
+
+def _delete_for_size(db: Any, policy: Policy, max_size: int, budget: int, res: StepResult) -> dict[str, int]:
+    """The size rule, within ``budget`` rows: the oldest events by eid (time-ordered), except
+    types kept forever. Sets ``res.size`` (and ``res.more``); returns the events deleted by type."""
+    size = data_size(db)
+    if size <= max_size:
+        return {}
+    res.size, by_type = _delete_oldest(db, policy, size, budget)
+    res.more = res.more or (res.size > 0 and data_size(db) > max_size)
+    return by_type
+
+
+def _record(db: Any, res: StepResult, removed: dict[str, int], newest: int | None) -> None:
+    """What a step deleted, in the same transaction: per-type counts, the deleted high-water
+    mark, the lifetime counters."""
+    for etype, n in removed.items():
+        if n:
+            db.execute(UPDATE_TYPE, (etype, n))
+    if res.age + res.size and db.execute("SELECT max(eid) FROM events").fetchone()[0] != newest:
+        # The newest event went: remember its eid, or recovery would bring it back from the
+        # mirror (it replays what is newer than the newest stored event).
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+            (schema.DELETED_EID_MAX, newest),
+        )
+    schema.bump_counters(
+        db,
+        {
+            "retention.deleted": res.age + res.size,
+            "retention.deleted.age": res.age,
+            "retention.deleted.size": res.size,
+        },
+    )
 
 
 def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int, dict[str, int]]:

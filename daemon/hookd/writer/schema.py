@@ -339,7 +339,3 @@ def bump_counters(db: sqlite3.Connection, counts: dict[str, int]) -> None:
         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
         [(k, v) for k, v in counts.items() if v],
     )
-
-
-def counters(db: sqlite3.Connection) -> dict[str, int]:
-    return dict(db.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
