@@ -85,7 +85,7 @@ class Daemon:
         proc.stderr.close()
         self._exited.set()
 
-    def wait_ready(self, timeout: float = 20) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
             assert self.proc is not None
@@ -122,7 +122,7 @@ class Daemon:
     def count(self, where: str = "1") -> int:
         return self.query(f"SELECT count(*) FROM events WHERE {where}")[0][0]
 
-    def wait_count(self, n: int, timeout: float = 15, where: str = "1") -> int:
+    def wait_count(self, n: int, timeout: float = 60, where: str = "1") -> int:
         deadline = time.monotonic() + timeout
         got = -1
         while time.monotonic() < deadline:

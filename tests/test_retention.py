@@ -37,7 +37,7 @@ def lines(etype: str, ts: float, n: int, pad: int = 0) -> bytes:
     )
 
 
-def wait_for(check, timeout: float = 20.0, what: str = "condition"):  # noqa: ANN001, ANN201
+def wait_for(check, timeout: float = 60.0, what: str = "condition"):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while True:
         got = check()
