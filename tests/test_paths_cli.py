@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hookd.cli import build_parser, main, parse_fields
-from hookd.errors import ConfigError
-from hookd.paths import resolve
-from hookd.settings import Settings
+from hookd import config
+from hookd.cli import build_parser, flag_help, main, parse_fields
+from hookd.errors import ConfigError, UsageError
+from hookd.paths import PATH_RULES, choose, resolve
+from hookd.settings import KEYS, Settings
 
 
 def test_defaults_follow_xdg() -> None:
@@ -49,6 +51,80 @@ def test_precedence_flag_then_variable_then_home() -> None:
     assert (p.socket, p.db, p.mirror_dir) == (Path("/f.sock"), Path("/f.db"), Path("/fm"))
 
 
+def test_the_file_is_one_step_of_the_one_precedence_rule() -> None:
+    env = {"HOME": "/h", "XDG_STATE_HOME": "/s"}
+    file = Path("/from/file.db")
+    assert choose("db", env, file=file) == (file, "file")
+    assert choose("mirror_dir", env, file=None) == (Path("/s/hookd/mirror"), "default")
+    assert choose("db", {**env, "HOOKD_HOME": "/x"}, file=file) == (Path("/x/events.db"), "home")
+    assert choose("db", {**env, "HOOKD_HOME": "/x", "HOOKD_DB": "/v.db"}, file=file) == (Path("/v.db"), "env")
+    assert choose("db", {**env, "HOOKD_DB": "/v.db"}, flag="/f.db", file=file) == (Path("/f.db"), "flag")
+    assert choose("db", {**env, "HOOKD_DB": ""}, flag="", file=file) == (file, "file")  # empty is unset
+
+
+def test_settings_defaults_and_ranges_come_from_the_key_table() -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    for key in KEYS:
+        if key.is_path:
+            assert key.env == PATH_RULES[key.attr].env and key.default is None
+            continue
+        assert defaults[key.attr] == key.default, key.name
+        key.check(key.default)  # every default is within its own range
+        if key.range is not None and key.range.low is not None:
+            below = key.range.low if key.range.open_low else key.range.low - 1
+            with pytest.raises(ConfigError, match=f"^{key.name}: must be {key.range.text}"):
+                Settings(paths=resolve({"HOME": "/h"}), **{key.attr: below}).validate()
+
+
+def test_run_flags_are_generated_from_the_key_table() -> None:
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    options = {o: a for a in run._actions for o in a.option_strings}
+    flagged = [k for k in KEYS if k.flag is not None]
+    assert {k.flag.option for k in flagged} <= set(options)  # type: ignore[union-attr]
+    for key in flagged:
+        action = options[key.flag.option]  # type: ignore[union-attr]
+        assert action.help == flag_help(key) and action.default is None
+        assert f"({key.env}" in action.help
+        if key.choices:
+            assert tuple(action.choices) == key.choices  # type: ignore[arg-type]
+    assert "1..100000 (HOOKD_BATCH_SIZE; default 1000)" in flag_help(config.KEYS_BY_NAME["ingest.batch_size"])
+    assert "default 50 ms" in flag_help(config.KEYS_BY_NAME["ingest.batch_delay"])  # the flag's unit
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "says"),
+    [
+        ({"HOOKD_BATCH_SIZE": "0"}, [], "HOOKD_BATCH_SIZE: must be 1..100000, got 0"),
+        ({"HOOKD_BATCH_DELAY_MS": "20000"}, [], "HOOKD_BATCH_DELAY_MS: must be more than 0 and at most 10s, got 20s"),
+        ({}, ["--batch-size", "0"], "--batch-size: must be 1..100000, got 0"),
+        ({"HOOKD_BATCH_SIZE": "0"}, ["--batch-size", "5"], None),  # the flag wins: no error
+        ({}, ["--allow-uid", "-3"], "--allow-uid: a uid cannot be negative"),
+        ({}, ["--db", ""], "--db: expected a path, got ''"),
+    ],
+)
+def test_a_value_out_of_range_is_named_by_where_it_came_from(
+    tmp_path: Path, env: dict, argv: list, says: str | None
+) -> None:
+    args = build_parser().parse_args(["run", *argv])
+    env = {"HOME": str(tmp_path), "HOOKD_HOME": str(tmp_path), **env}
+    if says is None:
+        assert config.load(args, env=env).batch_size == 5
+        return
+    with pytest.raises(ConfigError) as e:
+        config.load(args, env=env)
+    assert str(e.value) == says
+
+
+def test_a_bad_file_value_names_the_file_and_the_key(tmp_path: Path, monkeypatch, capsys) -> None:
+    for k in [k for k in os.environ if k.startswith("HOOKD_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("HOOKD_HOME", str(tmp_path))
+    (tmp_path / "config.toml").write_text('[retention]\ninterval = "0s"\n')
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hookd: error: {tmp_path / 'config.toml'}: retention.interval: must be 0.1s..1d, got 0ms\n"
+
+
 @pytest.mark.parametrize(
     "kw",
     [{"batch_size": 0}, {"batch_delay": 0.0}, {"max_line": 10}, {"synchronous": "extra"}, {"max_inflight": 0}],
@@ -67,9 +143,9 @@ def test_parse_fields() -> None:
         "e": "x=y",
         "url": "http://x:1",
     }
-    with pytest.raises(ConfigError, match="not JSON"):
+    with pytest.raises(UsageError, match="not JSON"):
         parse_fields(["a:=nope"])
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError):
         parse_fields(["novalue"])
 
 

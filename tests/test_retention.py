@@ -339,7 +339,7 @@ def test_retention_settings_are_validated() -> None:
         ({"type_max_age": {"x": -1}}, "type 'x'"),
         ({"max_size": 100}, "max_size"),
         ({"mirror_max_size": 0}, "mirror_max_size"),
-        ({"retention_interval": 0}, "retention interval"),
+        ({"retention_interval": 0}, "retention.interval"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             Settings(paths, **bad).validate()  # type: ignore[arg-type]

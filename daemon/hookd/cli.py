@@ -1,7 +1,11 @@
 """``hookd`` command line: parse arguments, run a command, map errors to exit codes.
 
-Exit codes: 0 success; 1 a runtime failure (message on stderr); 2 a usage or configuration
-error. Nothing below this module calls ``sys.exit``.
+Exit codes are ``hookd.errors.Exit`` (0 success, 1 a runtime failure, 2 a usage or
+configuration error, 3 ``status`` with the daemon down, 130 interrupted). A bad argument is a
+``UsageError`` (2) in every command. Nothing below this module calls ``sys.exit``.
+
+The ``hookd run`` flags, and the path flags every command takes, are generated from the table
+of keys (``hookd.settings.KEYS``): option, metavar, help, range and default come from there.
 """
 
 from __future__ import annotations
@@ -11,156 +15,167 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hookd import __version__, config
-from hookd.errors import ConfigError, HookdError
-from hookd.settings import LOG_LEVELS, SYNCHRONOUS_LEVELS, Settings
+from hookd.errors import EXIT_MEANINGS, Exit, HookdError, UsageError
+from hookd.framing import normalize_type
+from hookd.paths import PATH_RULES
+from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings
 
 log = logging.getLogger("hookd")
 
-PATHS_HELP = """\
-paths (flag > variable > HOOKD_HOME > [paths] of the config file > default):
-  socket      --socket,     HOOKD_SOCKET      default $XDG_RUNTIME_DIR/hookd/hookd.sock
-                                              (or /tmp/hookd-$UID/hookd.sock)
-  database    --db,         HOOKD_DB          default $XDG_DATA_HOME/hookd/events.db
-  mirror      --mirror-dir, HOOKD_MIRROR_DIR  default $XDG_STATE_HOME/hookd/mirror/
-  spool       --spool-dir,  HOOKD_SPOOL_DIR   default $XDG_STATE_HOME/hookd/spool/
-  HOOKD_HOME=DIR puts them all under DIR: DIR/hookd.sock, DIR/events.db, DIR/mirror/, DIR/spool/
-config file: --config FILE, HOOKD_CONFIG, $HOOKD_HOME/config.toml, ~/.config/hookd/config.toml
-  (`hookd config` shows every setting and where it came from; docs/configuration.md)
-"""
+PATH_KEYS = tuple(k for k in KEYS if k.is_path)
+RUN_KEYS = tuple(k for k in KEYS if k.flag is not None and not k.is_path)
+FORMATTER = argparse.RawDescriptionHelpFormatter
+#: How help names each path.
+PATH_LABELS = {"socket": "socket", "db": "database", "mirror_dir": "mirror", "spool_dir": "spool"}
 
 
-def _add_path_flags(p: argparse.ArgumentParser, *, listens: bool = False) -> None:
+def paths_help() -> str:
+    """The epilog of every command that reads the configuration: paths, then the file."""
+    lines = ["paths (flag > variable > HOOKD_HOME > [paths] of the config file > default):"]
+    for k in PATH_KEYS:
+        head = f"  {PATH_LABELS[k.attr]:<11} {k.flag.option + ',':<13} {k.env:<17} "  # type: ignore[union-attr]
+        text = f"default {PATH_RULES[k.attr].shown}"
+        if len(head + text) > 79 and " (" in text:  # the alternative default on a line of its own
+            first, rest = text.split(" (", 1)
+            text = f"{first}\n{' ' * len(head)}({rest}"
+        lines.append(head + text)
+    under = ", ".join(f"DIR/{r.in_home}" + ("/" if attr.endswith("_dir") else "") for attr, r in PATH_RULES.items())
+    lines += [
+        f"  HOOKD_HOME=DIR puts them all under DIR: {under}",
+        "config file: --config FILE, HOOKD_CONFIG, $HOOKD_HOME/config.toml, ~/.config/hookd/config.toml",
+        "  (`hookd config` shows every setting and where it came from; docs/configuration.md)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def exit_help() -> str:
+    return "exit codes:\n" + "".join(f"  {int(code):<4} {text}\n" for code, text in EXIT_MEANINGS.items())
+
+
+def flag_help(key: Key) -> str:
+    """A flag's help from its key: what it does, its range, its variable and its default."""
+    flag = key.flag
+    assert flag is not None
+    text = flag.help or key.help
+    if key.range is not None:
+        text += f"; {key.range.text}"
+    if key.is_path:
+        return f"{text} ({key.env})"
+    default = flag.shown(key.default) if flag.shown else key.show(key.default)
+    return f"{text} ({key.env}; default {default})"
+
+
+def add_key_flag(p: argparse.ArgumentParser, key: Key) -> None:
+    """The key's flag, unset by default (None): config.load then knows it was not given."""
+    flag = key.flag
+    assert flag is not None
+    p.add_argument(
+        flag.option,
+        metavar=flag.metavar,
+        type=flag.type,
+        choices=key.choices or None,
+        action="append" if flag.repeat else "store",
+        help=flag_help(key),
+    )
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """--config and the path flags: every command that reads the configuration takes them."""
     p.add_argument(
         "--config",
         metavar="FILE",
         help="configuration file (HOOKD_CONFIG; default $XDG_CONFIG_HOME/hookd/config.toml, "
         "or $HOOKD_HOME/config.toml when HOOKD_HOME is set)",
     )
-    socket_help = "Unix socket to listen on" if listens else "the daemon's Unix socket"
-    p.add_argument("--socket", metavar="PATH", help=f"{socket_help} (HOOKD_SOCKET)")
-    p.add_argument("--db", metavar="PATH", help="SQLite database file (HOOKD_DB)")
-    p.add_argument("--mirror-dir", metavar="DIR", help="directory of the JSONL mirror (HOOKD_MIRROR_DIR)")
-    p.add_argument(
-        "--spool-dir", metavar="DIR", help="where clients leave events while the daemon is down (HOOKD_SPOOL_DIR)"
+    for key in PATH_KEYS:
+        add_key_flag(p, key)
+
+
+def _command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, example: str = ""
+) -> argparse.ArgumentParser:
+    """A command that reads the configuration: its epilog explains paths and the file (its
+    parser function adds ``_add_config_flags`` after its own arguments, so help lists those first)."""
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=FORMATTER,
+        epilog=(example + "\n\n" if example else "") + paths_help(),
     )
+    return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hookd",
-        description="hookd: a local event-ingest daemon for hooks. Hooks send newline-delimited "
-        "JSON to a Unix socket; hookd validates, batches and stores it in SQLite and a JSONL mirror.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
-    )
-    parser.add_argument("--version", action="version", version=f"hookd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    run = sub.add_parser(
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    run = _command(
+        sub,
         "run",
-        help="run the daemon in the foreground",
-        description="Run the daemon in the foreground until SIGTERM or SIGINT, which stop it "
+        "run the daemon in the foreground",
+        "Run the daemon in the foreground until SIGTERM or SIGINT, which stop it "
         "cleanly: no new connections, everything already sent is read and committed, exit 0.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
     )
-    _add_path_flags(run, listens=True)
-    run.add_argument(
-        "--batch-size",
-        type=int,
-        metavar="N",
-        help="commit a batch at N events (HOOKD_BATCH_SIZE; default 1000)",
-    )
-    run.add_argument(
-        "--batch-delay",
-        type=float,
-        metavar="MS",
-        help="or when its oldest event has waited MS milliseconds (HOOKD_BATCH_DELAY_MS; default 50)",
-    )
-    run.add_argument(
-        "--max-line",
-        type=int,
-        metavar="BYTES",
-        help="longest accepted line; longer ones are rejected as too_long (HOOKD_MAX_LINE; default 1048576)",
-    )
-    run.add_argument(
-        "--synchronous",
-        choices=SYNCHRONOUS_LEVELS,
-        help="SQLite synchronous level; 'full' also fsyncs the mirror per batch (HOOKD_SYNCHRONOUS; default normal)",
-    )
-    run.add_argument(
-        "--idle-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="close a connection that has not completed a line for this long (HOOKD_IDLE_TIMEOUT; default 30)",
-    )
-    run.add_argument(
-        "--allow-uid",
-        type=int,
-        action="append",
-        metavar="UID",
-        help="also accept events from this uid; repeatable (HOOKD_ALLOWED_UIDS; default: your own uid only)",
-    )
-    run.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        help="(HOOKD_LOG_LEVEL; default info)",
-    )
+    _add_config_flags(run)
+    for key in RUN_KEYS:
+        add_key_flag(run, key)
 
-    rebuild = sub.add_parser(
+
+def _rebuild_parser(sub: argparse._SubParsersAction) -> None:
+    rebuild = _command(
+        sub,
         "rebuild",
-        help="recreate the database from the JSONL mirror",
-        description="Recreate the database from the mirror files alone (the daemon must be stopped). "
+        "recreate the database from the JSONL mirror",
+        "Recreate the database from the mirror files alone (the daemon must be stopped). "
         "The old database is kept beside it as <db>.bak-<time>; rejected lines and counters are "
         "copied from it when it is still readable.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
     )
-    _add_path_flags(rebuild)
+    _add_config_flags(rebuild)
 
-    imp = sub.add_parser(
+
+def _import_parser(sub: argparse._SubParsersAction) -> None:
+    imp = _command(
+        sub,
         "import",
-        help="backfill events from newline-delimited JSON files",
-        description="Store the events of existing JSONL logs, through the same validation as "
+        "backfill events from newline-delimited JSON files",
+        "Store the events of existing JSONL logs, through the same validation as "
         "live events (invalid lines are recorded in `rejected`). Re-importing a file adds "
         "nothing: a line without an `id` gets one from its content and line number. The daemon "
         "must be stopped meanwhile (hooks spool their events). Prints a summary of imported, "
         "duplicate and rejected lines; a progress bar on a terminal.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
     )
     imp.add_argument("files", nargs="+", metavar="FILE", type=Path)
     imp.add_argument("--type", metavar="T", help="store every line as type T (whatever its own type key says)")
-    _add_path_flags(imp)
+    _add_config_flags(imp)
 
-    status = sub.add_parser(
+
+def _status_parser(sub: argparse._SubParsersAction) -> None:
+    status = _command(
+        sub,
         "status",
-        help="is the daemon up, what has it stored, which event types are live",
-        description="Show whether the daemon runs (pid, uptime, paths), what it did since it "
+        "is the daemon up, what has it stored, which event types are live",
+        "Show whether the daemon runs (pid, uptime, paths), what it did since it "
         "started (received, committed, rejected, spooled, queue, rate) and in total, and per "
         "event type: count, last seen, events in the last hour and a state: live (seen within "
         "stale_after), stale (silent longer), never (expected in the configuration, never "
         "seen). Works with the daemon down, from the database. Exit 0 when the daemon runs, "
         "3 when it does not.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
     )
     status.add_argument("--json", action="store_true", help="print one JSON object (keys in docs/operations.md)")
-    _add_path_flags(status)
+    _add_config_flags(status)
 
-    tail = sub.add_parser(
+
+def _tail_parser(sub: argparse._SubParsersAction) -> None:
+    tail = _command(
+        sub,
         "tail",
-        help="print recent events; -f follows new ones as they are committed",
-        description="Print the last N events (oldest first), optionally only of one type or "
+        "print recent events; -f follows new ones as they are committed",
+        "Print the last N events (oldest first), optionally only of one type or "
         "session or since a time. With -f, keep printing events as the daemon commits them: "
-        "the daemon pushes them (no polling); a restart of the daemon is waited out.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
+        "the daemon pushes them (no polling); a restart of the daemon is waited out. "
+        "Ctrl-C ends it (exit 130).",
     )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     tail.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="how many past events (default 10)")
@@ -168,64 +183,74 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--session", metavar="S", help="only events of session S")
     tail.add_argument("--since", metavar="WHEN", help="only events from WHEN on: 30m, 1h, 2d ago, or a time")
     tail.add_argument("--json", action="store_true", help="one JSON object per line: eid, type, ts, session, id, data")
-    _add_path_flags(tail)
+    _add_config_flags(tail)
 
-    query = sub.add_parser(
+
+def _query_parser(sub: argparse._SubParsersAction) -> None:
+    query = _command(
+        sub,
         "query",
-        help="run a read-only SQL query against the database",
-        description="Run one SQL statement on a read-only connection to the database and print "
+        "run a read-only SQL query against the database",
+        "Run one SQL statement on a read-only connection to the database and print "
         "the result as a table (or JSON lines). Writing statements fail: the database belongs "
         "to the daemon. Tables and views: see docs/protocol.md.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='example: hookd query "SELECT type, count FROM event_types ORDER BY count DESC"\n\n' + PATHS_HELP,
+        example='example: hookd query "SELECT type, count FROM event_types ORDER BY count DESC"',
     )
     query.add_argument("sql", metavar="SQL")
     query.add_argument("--json", action="store_true", help="one JSON object per row")
-    _add_path_flags(query)
+    _add_config_flags(query)
 
-    cfg = sub.add_parser(
+
+def _config_parser(sub: argparse._SubParsersAction) -> None:
+    cfg = _command(
+        sub,
         "config",
-        help="print the effective configuration and where each value came from",
-        description="Print the configuration hookd would use, as TOML, with the source of every "
+        "print the effective configuration and where each value came from",
+        "Print the configuration hookd would use, as TOML, with the source of every "
         "value (flag, environment variable, file, default) in a comment. Checks the file: an "
         "unknown key or a bad value is an error (exit 2) that names it.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=PATHS_HELP,
     )
     cfg.add_argument("--json", action="store_true", help="print [{key, value, source}, ...] as JSON")
-    _add_path_flags(cfg)
+    _add_config_flags(cfg)
 
-    vac = sub.add_parser(
+
+def _vacuum_parser(sub: argparse._SubParsersAction) -> None:
+    vac = _command(
+        sub,
         "vacuum",
-        help="delete old events now and give the freed space back to the file system",
-        description="With the daemon stopped: optionally delete events older than --max-age, "
+        "delete old events now and give the freed space back to the file system",
+        "With the daemon stopped: optionally delete events older than --max-age, "
         "then the oldest ones while the data exceeds --max-size (types are not spared here), "
         "then rewrite the database without its free pages (SQLite VACUUM; needs about the "
         "database's size in free disk space meanwhile). Prints the size before and after. "
         "The mirror is not touched. While the daemon runs, retention deletes by itself and "
         "SQLite reuses the freed pages; only the file does not shrink.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples: hookd vacuum; hookd vacuum --max-age 30d; hookd vacuum --max-size 500MiB\n\n" + PATHS_HELP,
+        example="examples: hookd vacuum; hookd vacuum --max-age 30d; hookd vacuum --max-size 500MiB",
     )
     vac.add_argument("--max-age", metavar="DURATION", help="delete events whose ts is older, e.g. 30d, 12h, 90m")
     vac.add_argument(
         "--max-size", metavar="SIZE", help="delete the oldest events while the data exceeds SIZE, e.g. 500MiB, 2G"
     )
-    _add_path_flags(vac)
+    _add_config_flags(vac)
 
+
+def _emit_parser(sub: argparse._SubParsersAction) -> None:
     emit = sub.add_parser(
         "emit",
         help="send one event from a terminal",
         description="Send one event. KEY=VALUE sets a string field; KEY:=JSON sets a field "
         "to a JSON value (number, true, object...). Exit 0 when the daemon took it or it was "
-        "spooled for later (a note on stderr says so); with --wait, 0 once committed, 1 if not.",
+        "spooled for later (a note on stderr says so); with --wait, 0 once committed, 1 if not; "
+        "2 for a TYPE or field hookd cannot send as written.",
         epilog="example: hookd emit deploy service=api ok:=true duration_ms:=812",
     )
     emit.add_argument("type", metavar="TYPE", help="event type, e.g. tool or git_commit")
     emit.add_argument("fields", nargs="*", default=[], metavar="KEY=VALUE|KEY:=JSON")
     emit.add_argument("--wait", action="store_true", help="wait until the event is committed and print its eid")
-    emit.add_argument("--socket", metavar="PATH", help="daemon socket (HOOKD_SOCKET)")
+    add_key_flag(emit, KEYS_BY_NAME["paths.socket"])
 
+
+def _service_parsers(sub: argparse._SubParsersAction) -> None:
     inst = sub.add_parser(
         "install-service",
         help="run hookd as a systemd user service (socket activation)",
@@ -245,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
         "$XDG_CONFIG_HOME/systemd/user/ and reload. The database, mirror and spool are kept.",
     )
     uninst.add_argument("--dry-run", action="store_true", help="print what would be done; change nothing")
+
+
+def _hooks_parser(sub: argparse._SubParsersAction) -> None:
     hooks = sub.add_parser(
         "hooks",
         help="install hooks that send events to hookd (git)",
@@ -262,7 +290,50 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = hooks_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("repo", nargs="?", default=".", type=Path, metavar="REPO", help="the repository (default: .)")
+
+
+#: Each command's parser, in the order ``hookd --help`` lists them.
+PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _run_parser,
+    _rebuild_parser,
+    _import_parser,
+    _status_parser,
+    _tail_parser,
+    _query_parser,
+    _config_parser,
+    _vacuum_parser,
+    _emit_parser,
+    _service_parsers,
+    _hooks_parser,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hookd",
+        description="hookd: a local event-ingest daemon for hooks. Hooks send newline-delimited "
+        "JSON to a Unix socket; hookd validates, batches and stores it in SQLite and a JSONL mirror.",
+        formatter_class=FORMATTER,
+        epilog=paths_help() + "\n" + exit_help(),
+    )
+    parser.add_argument("--version", action="version", version=f"hookd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in PARSERS:
+        add(sub)
     return parser
+
+
+def event_type_arg(text: str, what: str) -> str:
+    """An event type given on the command line, normalized as the daemon would; the same
+    usage error (exit 2) from every command that takes one."""
+    etype = normalize_type(text)
+    if etype is None:
+        raise UsageError(
+            f"{what} {text!r} is not a valid event type: it must normalize to [a-z][a-z0-9_]{{0,62}} "
+            "(see docs/protocol.md)"
+        )
+    return etype
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -278,16 +349,16 @@ def parse_fields(pairs: Sequence[str]) -> dict[str, object]:
             try:
                 out[key] = json.loads(raw)
             except json.JSONDecodeError as e:
-                raise ConfigError(f"{pair!r}: the value after := is not JSON ({e.msg})") from None
+                raise UsageError(f"{pair!r}: the value after := is not JSON ({e.msg})") from None
         elif "=" in pair:
             key, value = pair.split("=", 1)
             out[key] = value
         else:
-            raise ConfigError(f"{pair!r}: expected KEY=VALUE or KEY:=JSON")
+            raise UsageError(f"{pair!r}: expected KEY=VALUE or KEY:=JSON")
         if not key:
-            raise ConfigError(f"{pair!r}: empty key")
+            raise UsageError(f"{pair!r}: empty key")
         if key == "type":
-            raise ConfigError(
+            raise UsageError(
                 f"{pair!r}: the event's type is TYPE, the first argument; a field named type would be lost"
             )
     return out
@@ -306,9 +377,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_emit(args: argparse.Namespace) -> int:
     import hookd_client
 
+    event_type_arg(args.type, "TYPE")  # checked only: the daemon normalizes and aliases it
+    fields = parse_fields(args.fields)
     if args.socket:
         os.environ["HOOKD_SOCKET"] = args.socket
-    fields = parse_fields(args.fields)
     if args.wait:
         try:
             print(hookd_client.emit(args.type, fields, wait=True))
@@ -349,13 +421,13 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
     try:
         max_age = config.parse_duration(args.max_age) if args.max_age else None
     except ValueError as e:
-        raise ConfigError(f"--max-age: {e}") from None
+        raise UsageError(f"--max-age: {e}") from None
     try:
         max_size = config.parse_size(args.max_size) if args.max_size else None
     except ValueError as e:
-        raise ConfigError(f"--max-size: {e}") from None
+        raise UsageError(f"--max-size: {e}") from None
     if max_age == 0 or max_size == 0:
-        raise ConfigError("hookd vacuum: --max-age and --max-size must be more than zero")
+        raise UsageError("hookd vacuum: --max-age and --max-size must be more than zero")
     paths = settings_from(args).paths
     r = vacuum(paths, max_age=max_age, max_size=max_size)
     deleted = f"; {r.deleted} events deleted" if max_age is not None or max_size is not None else ""
@@ -366,13 +438,14 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from hookd.writer.importer import import_files, render_progress
 
+    force_type = event_type_arg(args.type, "--type") if args.type is not None else None
     settings = settings_from(args)
     paths = settings.paths
     progress = render_progress(sys.stderr) if sys.stderr.isatty() else None
     r = import_files(
         paths,
         args.files,
-        force_type=args.type,
+        force_type=force_type,
         max_line=settings.max_line,
         aliases=settings.aliases,
         progress=progress,
@@ -398,14 +471,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2))
     else:
         render_status(st, sys.stdout)
-    return 0 if st["running"] else 3
+    return Exit.OK if st["running"] else Exit.NOT_RUNNING
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
     from hookd.ops.tail import tail
 
     if args.lines < 0:
-        raise ConfigError("-n must be 0 or more")
+        raise UsageError("-n must be 0 or more")
+    if args.type:  # an empty --type has always meant no filter
+        args.type = event_type_arg(args.type, "--type")
     try:
         return tail(settings_from(args), args)
     except BrokenPipeError:
@@ -471,19 +546,43 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a bad command line exits 2 here, as every UsageError does
     try:
-        return COMMANDS[args.command](args)
+        return int(COMMANDS[args.command](args))
     except HookdError as e:
         print(f"hookd: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return int(e.exit_code)
+    except ExceptionGroup as eg:  # from the daemon's task group: one line, not a traceback
+        message, code = group_error(eg)
+        log.debug("the daemon failed", exc_info=eg)
+        print(f"hookd: error: {message}", file=sys.stderr)
+        return int(code)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as cat and grep do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
-        return 0
+        return int(Exit.OK)
+
+
+def group_error(eg: BaseExceptionGroup) -> tuple[str, int]:
+    """One message for every error of a group, and its exit code: the errors' own when they
+    agree (a group of usage errors is still a usage error), else 1."""
+    leaves = _leaves(eg)
+    unexpected = [e for e in leaves if not isinstance(e, HookdError)]
+    message = "; ".join(str(e) if isinstance(e, HookdError) else f"{type(e).__name__}: {e}" for e in leaves)
+    if unexpected:
+        message += " (with --log-level debug the log shows where)"
+    codes = {e.exit_code if isinstance(e, HookdError) else Exit.FAILURE for e in leaves}
+    return message, codes.pop() if len(codes) == 1 else Exit.FAILURE
+
+
+def _leaves(eg: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def entry() -> None:

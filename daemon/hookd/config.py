@@ -1,9 +1,10 @@
 """Effective configuration: defaults < the TOML file < environment < command-line flags.
 
-One table of keys (``KEYS``) says, for every setting, its TOML name, its type, the variable
-and flag that override it, and whether a running daemon applies a change on SIGHUP. Per-type
-tables (``[types.NAME]``) and ``[aliases]`` are free-form but checked just as strictly: an
-unknown key anywhere is an error that names it.
+What each key is (parser, default, range, variable, flag, help) is the table
+``hookd.settings.KEYS``; this module finds the values: it reads the file, applies the
+variables and the flags over it, and chooses the paths (``hookd.paths.choose``). Per-type tables
+(``[types.NAME]``) and ``[aliases]`` are free-form but checked just as strictly: an unknown key
+anywhere is an error that names it. It also prints the result (``hookd config``).
 
 The file: ``--config FILE``, else ``HOOKD_CONFIG``, else ``$HOOKD_HOME/config.toml`` when
 HOOKD_HOME is set, else ``$XDG_CONFIG_HOME/hookd/config.toml``. A missing default file means
@@ -13,248 +14,44 @@ defaults; a missing file that was asked for by name is an error.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hookd import records
 from hookd.errors import ConfigError
 from hookd.framing import normalize_type
-from hookd.paths import Paths, _xdg, resolve
-from hookd.settings import SYNCHRONOUS_LEVELS, Settings, TypeConfig
+from hookd.paths import Paths, choose, xdg_dir
+from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings, TypeConfig
+from hookd.values import age_limit, format_duration, format_size, parse_bool, parse_duration, parse_size
 
-# -- value parsers: each takes what TOML or a variable holds, returns the setting's value ----
+# Where callers have always found them (hookd.daemon.app reads KEYS on SIGHUP).
+__all__ = [
+    "KEYS",
+    "KEYS_BY_NAME",
+    "Key",
+    "display_value",
+    "effective",
+    "format_duration",
+    "format_size",
+    "load",
+    "parse_duration",
+    "parse_size",
+    "render_toml",
+]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_FOREVER = ("forever", "infinity", "never", "none")
-
-
-def parse_duration(value: Any, *, forever: bool = False) -> float | None:
-    """``"30d"``, ``"12h"``, ``"15m"``, ``"30s"``, ``"50ms"`` or a number of seconds; with
-    ``forever``, also ``"forever"`` (None: no limit)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 12h or 30d")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
-        if forever and value.strip().lower() in _FOREVER:
-            return None
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    hint = ' or "forever"' if forever else ""
-    raise ValueError(f"expected a duration such as 30s, 12h or 30d{hint}, got {value!r}")
-
-
-def parse_size(value: Any, *, unlimited: bool = False) -> int | None:
-    """``"500MiB"``, ``"2GB"``, ``"64k"`` or a number of bytes (powers of 1024 either way)."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 64KiB, 500MiB or 2GiB")
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, str):
-        if unlimited and value.strip().lower() in _FOREVER + ("unlimited",):
-            return None
-        m = _SIZE.match(value)
-        if m:
-            unit = (m.group(2) or "b").lower()[0]
-            return int(float(m.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit])
-    hint = ' or "unlimited"' if unlimited else ""
-    raise ValueError(f"expected a size such as 64KiB, 500MiB or 2GiB{hint}, got {value!r}")
-
-
-def _age_limit(value: Any) -> float | None:
-    return parse_duration(value, forever=True)
-
-
-def _size_limit(value: Any) -> int | None:
-    return parse_size(value, unlimited=True)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.lower() in ("1", "true", "yes", "on")
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _uids(value: Any) -> tuple[int, ...]:
-    if isinstance(value, str):
-        value = [v for v in re.split(r"[,\s]+", value) if v]
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"expected a list of uids, got {value!r}")
-    try:
-        out = tuple(_int(v) for v in value)
-    except ValueError:
-        raise ValueError(
-            f"expected user ids (comma-separated in a variable, a list in the file), got {value!r}"
-        ) from None
-    if any(u < 0 for u in out):
-        raise ValueError("a uid cannot be negative")
-    return out
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if isinstance(value, str) and value.lower() in choices:
-            return value.lower()
-        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-
-    return parse
-
-
-def _path(value: Any) -> Path:
-    if isinstance(value, str) and value:
-        return Path(value).expanduser().absolute()
-    raise ValueError(f"expected a path, got {value!r}")
-
-
-@dataclass(frozen=True)
-class Key:
-    name: str  # "section.key" in the TOML file
-    attr: str  # the Settings attribute
-    parse: Callable[[Any], Any]
-    env: str | None = None
-    flag: str | None = None  # argparse dest
-    live: bool = False  # applied by a running daemon on SIGHUP
-    #: For the variable and the flag, when their unit differs from the file's (milliseconds).
-    override_parse: Callable[[Any], Any] | None = None
-    help: str = ""
-
-    def value(self, settings: Settings) -> Any:
-        return getattr(settings.paths if self.name.startswith("paths.") else settings, self.attr)
-
-
-def _ms(value: Any) -> float:
-    try:
-        return float(value) / 1000.0
-    except (TypeError, ValueError):
-        raise ValueError(f"expected milliseconds, got {value!r}") from None
-
-
-KEYS: tuple[Key, ...] = (
-    Key("paths.socket", "socket", _path, "HOOKD_SOCKET", "socket", help="Unix socket the daemon listens on"),
-    Key("paths.db", "db", _path, "HOOKD_DB", "db", help="SQLite database file"),
-    Key("paths.mirror_dir", "mirror_dir", _path, "HOOKD_MIRROR_DIR", "mirror_dir", help="JSONL mirror directory"),
-    Key("paths.spool_dir", "spool_dir", _path, "HOOKD_SPOOL_DIR", "spool_dir", help="client spool directory"),
-    Key("ingest.batch_size", "batch_size", _int, "HOOKD_BATCH_SIZE", "batch_size", True, help="events per batch"),
-    Key(
-        "ingest.batch_delay",
-        "batch_delay",
-        parse_duration,
-        "HOOKD_BATCH_DELAY_MS",
-        "batch_delay",
-        True,
-        override_parse=_ms,
-        help="longest wait of a batch's oldest event",
-    ),
-    Key("ingest.max_line", "max_line", parse_size, "HOOKD_MAX_LINE", "max_line", help="longest accepted line"),
-    Key(
-        "ingest.synchronous",
-        "synchronous",
-        _choice(*SYNCHRONOUS_LEVELS),
-        "HOOKD_SYNCHRONOUS",
-        "synchronous",
-        help="SQLite synchronous level (full also fsyncs the mirror)",
-    ),
-    Key("ingest.max_inflight", "max_inflight", _int, help="batches handed to the writer before reading pauses"),
-    Key("ingest.shutdown_grace", "shutdown_grace", parse_duration, help="how long clients may send after SIGTERM"),
-    Key("ingest.backlog", "backlog", _int, help="listen backlog"),
-    Key(
-        "ingest.idle_timeout",
-        "idle_timeout",
-        parse_duration,
-        "HOOKD_IDLE_TIMEOUT",
-        "idle_timeout",
-        True,
-        help="close a connection that completed no line for this long",
-    ),
-    Key("ingest.spool_interval", "spool_interval", parse_duration, live=True, help="how often the spool is read"),
-    Key(
-        "security.allowed_uids",
-        "allowed_uids",
-        _uids,
-        "HOOKD_ALLOWED_UIDS",
-        "allow_uid",
-        True,
-        help="other uids whose events are accepted (your own always is)",
-    ),
-    Key(
-        "log.level",
-        "log_level",
-        _choice("debug", "info", "warning", "error"),
-        "HOOKD_LOG_LEVEL",
-        "log_level",
-        True,
-        help="daemon log level",
-    ),
-    Key(
-        "retention.max_age",
-        "max_age",
-        _age_limit,
-        live=True,
-        help="delete events older than this",
-    ),
-    Key(
-        "retention.max_size",
-        "max_size",
-        _size_limit,
-        live=True,
-        help="delete the oldest events past this much data",
-    ),
-    Key(
-        "retention.mirror_max_age",
-        "mirror_max_age",
-        _age_limit,
-        live=True,
-        help="delete mirror day files older than this",
-    ),
-    Key(
-        "retention.mirror_max_size",
-        "mirror_max_size",
-        _size_limit,
-        live=True,
-        help="delete the oldest mirror files past this size",
-    ),
-    Key("retention.mirror_compress", "mirror_compress", _bool, live=True, help="gzip mirror files of past days"),
-    Key("retention.interval", "retention_interval", parse_duration, live=True, help="how often retention runs"),
-    Key(
-        "status.stale_after",
-        "stale_after",
-        parse_duration,
-        live=True,
-        help="a type silent this long is `stale` in hookd status",
-    ),
-)
-KEYS_BY_NAME = {k.name: k for k in KEYS}
 SECTIONS = sorted({k.name.split(".")[0] for k in KEYS} | {"types", "aliases"})
 TYPE_KEYS = ("expected", "stale_after", "max_age", "columns")
-PATH_ATTRS = ("socket", "db", "mirror_dir", "spool_dir")
+#: Where each path came from, by the step of paths.choose that gave it.
+_PATH_SOURCES = {"home": "env HOOKD_HOME", "default": "default"}
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
     home = env.get("HOOKD_HOME", "")
     if home:
         return Path(home).expanduser().absolute() / "config.toml"
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "hookd" / "config.toml"
+    return xdg_dir(env, "XDG_CONFIG_HOME", ".config") / "hookd" / "config.toml"
 
 
 def _read_file(path: Path, required: bool) -> dict[str, Any]:
@@ -292,11 +89,11 @@ def _parse_types(table: Any, where: str) -> tuple[dict[str, TypeConfig], dict[st
         for key, value in spec.items():
             try:
                 if key == "expected":
-                    tc.expected = _bool(value)
+                    tc.expected = parse_bool(value)
                 elif key == "stale_after":
                     tc.stale_after = parse_duration(value)
                 elif key == "max_age":
-                    max_ages[name] = _age_limit(value)
+                    max_ages[name] = age_limit(value)
                 elif key == "columns":
                     tc.columns = _parse_columns(value)
                 else:
@@ -340,11 +137,36 @@ def load(
     flags named in ``KEYS`` that are set override everything else."""
     env = os.environ if env is None else env
     config_file = config_file or getattr(args, "config", None)
-    explicit = config_file or env.get("HOOKD_CONFIG", "")
-    path = Path(explicit).expanduser().absolute() if explicit else default_config_path(env)
-    data = _read_file(path, required=bool(explicit))
-    where = str(path)
+    path, explicit = config_path(env, config_file)
+    data = _read_file(path, required=explicit)
+    values, sources = _file_values(data, path)
+    types, type_max_age = _parse_types(data.get("types", {}), str(path))
+    aliases = _parse_aliases(data.get("aliases", {}), str(path))
+    _override(values, sources, args, env)
+    paths = _choose_paths(values, sources, args, env)
+    settings = Settings(paths=paths, **values)
+    settings.types = types
+    settings.type_max_age = type_max_age
+    settings.aliases = aliases
+    settings.config_path = path
+    settings.config_loaded = bool(data) or path.exists()
+    settings.sources = {k.attr: sources.get(k.attr, "default") for k in KEYS}
+    settings.reload_args = args
+    settings.reload_file = config_file
+    return settings.validate()
 
+
+def config_path(env: Mapping[str, str], config_file: str | None = None) -> tuple[Path, bool]:
+    """The configuration file, and whether it was named (then it must exist)."""
+    explicit = config_file or env.get("HOOKD_CONFIG", "")
+    if explicit:
+        return Path(explicit).expanduser().absolute(), True
+    return default_config_path(env), False
+
+
+def _file_values(data: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """attr -> value of every key the file sets, and attr -> its source."""
+    where = str(path)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for section, table in data.items():
@@ -354,63 +176,65 @@ def load(
             continue
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: {section} must be a table: [{section}]")
-        for key, value in table.items():
-            name = f"{section}.{key}"
-            k = KEYS_BY_NAME.get(name)
+        for name, value in table.items():
+            k = KEYS_BY_NAME.get(f"{section}.{name}")
             if k is None:
                 known = ", ".join(n.split(".", 1)[1] for n in KEYS_BY_NAME if n.startswith(section + "."))
-                raise ConfigError(f"{where}: unknown key {key!r} in [{section}] (known: {known})")
-            try:
-                values[k.attr] = k.parse(value)
-            except ValueError as e:
-                raise ConfigError(f"{where}: {name}: {e}") from None
+                raise ConfigError(f"{where}: unknown key {name!r} in [{section}] (known: {known})")
+            values[k.attr] = _parse(k.parse, value, f"{where}: {k.name}")
             sources[k.attr] = f"file {path}"
-    types, type_max_age = _parse_types(data.get("types", {}), where)
-    aliases = _parse_aliases(data.get("aliases", {}), where)
+    return values, sources
 
+
+def _parse(parse: Callable[[Any], Any], raw: Any, label: str) -> Any:
+    """``parse(raw)``; its complaint as a ConfigError that names where ``raw`` came from."""
+    try:
+        return parse(raw)
+    except ValueError as e:
+        raise ConfigError(f"{label}: {e}") from None
+
+
+def _flag_value(args: Any, key: Key) -> Any:
+    """The key's flag as given on the command line, or None (not given, or not a flag of it)."""
+    if args is None or key.flag is None:
+        return None
+    value = getattr(args, key.flag.dest, None)
+    return None if value in ([], ()) else value
+
+
+def _override(values: dict[str, Any], sources: dict[str, str], args: Any, env: Mapping[str, str]) -> None:
+    """The variables, then the flags (the flag wins), over what the file said; not the paths."""
     for k in KEYS:
-        parse = k.override_parse or k.parse
-        overrides = []
-        if k.env and env.get(k.env, ""):
-            overrides.append((env[k.env], k.env, f"env {k.env}"))
-        flag = getattr(args, k.flag, None) if (args is not None and k.flag) else None
-        if flag not in (None, [], ()):
-            name = f"--{k.flag.replace('_', '-')}"  # type: ignore[union-attr]
-            overrides.append((flag, name, f"flag {name}"))
-        for raw, name, source in overrides:  # the flag last: it wins
-            try:
-                values[k.attr] = parse(raw)
-            except ValueError as e:
-                raise ConfigError(f"{name}: {e}") from None
-            sources[k.attr] = source
-
-    # Paths: a flag or the path's own variable (above) wins; then HOOKD_HOME, then the file,
-    # then the XDG default (paths.resolve knows HOOKD_HOME and XDG).
-    home = env.get("HOOKD_HOME", "")
-    base = resolve(env={k: v for k, v in env.items() if not k.startswith("HOOKD_") or k == "HOOKD_HOME"})
-    for attr in PATH_ATTRS:
-        src = sources.get(attr, "")
-        if src.startswith(("flag", "env")):
+        if k.is_path:
             continue
-        if home:
-            values[attr], sources[attr] = getattr(base, attr), "env HOOKD_HOME"
-        elif not src:
-            values[attr], sources[attr] = getattr(base, attr), "default"
-    path_values = {attr: values.pop(attr) for attr in PATH_ATTRS}
-    settings = Settings(paths=Paths(**path_values))
-    for attr, value in values.items():
-        setattr(settings, attr, value)
-    settings.types = types
-    settings.type_max_age = type_max_age
-    settings.aliases = aliases
-    settings.config_path = path
-    settings.config_loaded = bool(data) or path.exists()
+        parse = k.override_parse or k.parse
+        if k.env and env.get(k.env, ""):
+            values[k.attr] = _parse(parse, env[k.env], k.env)
+            sources[k.attr] = f"env {k.env}"
+        flag = _flag_value(args, k)
+        if flag is not None:
+            option = k.flag.option  # type: ignore[union-attr]
+            values[k.attr] = _parse(parse, flag, option)
+            sources[k.attr] = f"flag {option}"
+
+
+def _choose_paths(values: dict[str, Any], sources: dict[str, str], args: Any, env: Mapping[str, str]) -> Paths:
+    """Each path by the one precedence rule (paths.choose), the file's value as one of its steps."""
+    chosen: dict[str, Path] = {}
     for k in KEYS:
-        sources.setdefault(k.attr, "default")
-    settings.sources = sources
-    settings.reload_args = args
-    settings.reload_file = config_file
-    return settings.validate()
+        if not k.is_path:
+            continue
+        flag = _flag_value(args, k)
+        if flag is not None:
+            flag = _parse(k.parse, flag, k.flag.option)  # type: ignore[union-attr]
+        chosen[k.attr], step = choose(k.attr, env, flag=flag, file=values.pop(k.attr, None))
+        if step == "flag":
+            sources[k.attr] = f"flag {k.flag.option}"  # type: ignore[union-attr]
+        elif step == "env":
+            sources[k.attr] = f"env {k.env}"
+        elif step != "file":  # a file value keeps the source recorded when it was read
+            sources[k.attr] = _PATH_SOURCES[step]
+    return Paths(**chosen)
 
 
 def effective(settings: Settings) -> list[tuple[str, Any, str]]:
@@ -433,26 +257,6 @@ def effective(settings: Settings) -> list[tuple[str, Any, str]]:
     return rows
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "forever"
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
-
-
-def format_size(size: int | None) -> str:
-    if size is None:
-        return "unlimited"
-    for unit, n in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= n and size % n == 0:
-            return f"{size // n}{unit}"
-    return str(size)
-
-
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -467,21 +271,13 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_DURATION_KEYS = {k.name for k in KEYS if k.parse in (parse_duration, _age_limit)}
-_SIZE_KEYS = {k.name for k in KEYS if k.parse in (parse_size, _size_limit)}
-
-
 def display_value(name: str, value: Any) -> Any:
     """A value as the configuration file would spell it (durations and sizes as text)."""
-    leaf = name.rsplit(".", 1)[-1]
-    if name in _DURATION_KEYS or (name.startswith("types.") and leaf in ("max_age", "stale_after")):
+    key = KEYS_BY_NAME.get(name)
+    if key is not None:
+        return key.show(value)
+    if name.startswith("types.") and name.rsplit(".", 1)[-1] in ("max_age", "stale_after"):
         return format_duration(value)
-    if name in _SIZE_KEYS:
-        return format_size(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
     return value
 
 

@@ -1,8 +1,9 @@
-"""Where hookd keeps things, and the rules for choosing.
+"""Where hookd keeps things, and the one rule for choosing.
 
-Precedence for each path: command-line flag, then its own variable (``HOOKD_SOCKET``,
-``HOOKD_DB``, ``HOOKD_MIRROR_DIR``, ``HOOKD_SPOOL_DIR``), then ``HOOKD_HOME``, then the XDG
-default.
+Precedence for each path (``choose``): command-line flag, then its own variable
+(``HOOKD_SOCKET``, ``HOOKD_DB``, ``HOOKD_MIRROR_DIR``, ``HOOKD_SPOOL_DIR``), then
+``HOOKD_HOME``, then ``[paths]`` of the configuration file, then the XDG default.
+``resolve`` applies it without a file (tests, benchmarks); ``hookd.config.load`` with one.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from hookd.errors import ConfigError, SocketPathError
 
@@ -44,7 +46,7 @@ def control_path(socket: Path) -> Path:
     return socket.with_name(socket.name + ".ctl")
 
 
-def _xdg(env: Mapping[str, str], var: str, fallback: str) -> Path:
+def xdg_dir(env: Mapping[str, str], var: str, fallback: str) -> Path:
     value = env.get(var, "")
     # The XDG spec says relative values are invalid and must be ignored.
     if value and os.path.isabs(value):
@@ -60,6 +62,63 @@ def default_runtime_dir(env: Mapping[str, str]) -> Path:
     return Path(f"/tmp/hookd-{os.getuid()}")
 
 
+@dataclass(frozen=True)
+class PathRule:
+    """How one path is chosen: its own variable, its name under HOOKD_HOME, its default."""
+
+    env: str
+    in_home: str
+    default: Callable[[Mapping[str, str]], Path]
+    #: The default as ``hookd --help`` shows it.
+    shown: str
+
+
+#: Every path of ``Paths``, by attribute, in the order help and ``hookd config`` list them.
+PATH_RULES: Final[dict[str, PathRule]] = {
+    "socket": PathRule(
+        "HOOKD_SOCKET",
+        "hookd.sock",
+        lambda env: default_runtime_dir(env) / "hookd.sock",
+        "$XDG_RUNTIME_DIR/hookd/hookd.sock (or /tmp/hookd-$UID/hookd.sock)",
+    ),
+    "db": PathRule(
+        "HOOKD_DB",
+        "events.db",
+        lambda env: xdg_dir(env, "XDG_DATA_HOME", ".local/share") / "hookd/events.db",
+        "$XDG_DATA_HOME/hookd/events.db",
+    ),
+    "mirror_dir": PathRule(
+        "HOOKD_MIRROR_DIR",
+        "mirror",
+        lambda env: xdg_dir(env, "XDG_STATE_HOME", ".local/state") / "hookd/mirror",
+        "$XDG_STATE_HOME/hookd/mirror/",
+    ),
+    "spool_dir": PathRule(
+        "HOOKD_SPOOL_DIR",
+        "spool",
+        lambda env: xdg_dir(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool",
+        "$XDG_STATE_HOME/hookd/spool/",
+    ),
+}
+
+
+def choose(
+    attr: str, env: Mapping[str, str], *, flag: str | Path | None = None, file: Path | None = None
+) -> tuple[Path, str]:
+    """One path by the precedence rule, and which step gave it: ``"flag"``, ``"env"`` (its own
+    variable), ``"home"`` (HOOKD_HOME), ``"file"`` or ``"default"``. Empty values do not count."""
+    rule = PATH_RULES[attr]
+    if flag:
+        return Path(flag).expanduser().absolute(), "flag"
+    if env.get(rule.env, ""):
+        return Path(env[rule.env]).expanduser().absolute(), "env"
+    if env.get("HOOKD_HOME", ""):
+        return Path(env["HOOKD_HOME"]).expanduser().absolute() / rule.in_home, "home"
+    if file is not None:
+        return file, "file"
+    return rule.default(env), "default"
+
+
 def resolve(
     env: Mapping[str, str] | None = None,
     *,
@@ -68,29 +127,10 @@ def resolve(
     mirror_dir: str | None = None,
     spool_dir: str | None = None,
 ) -> Paths:
-    """Work out every path from flags (the keyword arguments) and the environment."""
+    """Every path from flags (the keyword arguments) and the environment; no configuration file."""
     env = os.environ if env is None else env
-    home = env.get("HOOKD_HOME", "")
-    home_path = Path(home).expanduser().absolute() if home else None
-
-    def pick(flag: str | None, var: str, in_home: str, default: Path) -> Path:
-        value = flag or env.get(var, "")
-        if value:
-            return Path(value).expanduser().absolute()
-        if home_path is not None:
-            return home_path / in_home
-        return default
-
-    return Paths(
-        socket=pick(socket, "HOOKD_SOCKET", "hookd.sock", default_runtime_dir(env) / "hookd.sock"),
-        db=pick(db, "HOOKD_DB", "events.db", _xdg(env, "XDG_DATA_HOME", ".local/share") / "hookd/events.db"),
-        mirror_dir=pick(
-            mirror_dir, "HOOKD_MIRROR_DIR", "mirror", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/mirror"
-        ),
-        spool_dir=pick(
-            spool_dir, "HOOKD_SPOOL_DIR", "spool", _xdg(env, "XDG_STATE_HOME", ".local/state") / "hookd/spool"
-        ),
-    )
+    flags = {"socket": socket, "db": db, "mirror_dir": mirror_dir, "spool_dir": spool_dir}
+    return Paths(**{attr: choose(attr, env, flag=flags[attr])[0] for attr in PATH_RULES})
 
 
 def daemon_running(paths: Paths) -> bool:

@@ -1,18 +1,337 @@
-"""Tunables of a running daemon, with their defaults and limits."""
+"""Every setting of hookd in one table (``KEYS``), and the ``Settings`` a process runs with.
+
+Each key says, in one place: its name in the configuration file, its ``Settings`` attribute,
+its parser, default and allowed range, the variable and the ``hookd run`` flag that override
+it, whether a running daemon applies a change on SIGHUP, and its help text. Everything else is
+derived from the table: the defaults and ``validate`` of ``Settings`` below, the ``hookd run``
+flags and their help (cli.py), which keys the file may hold and ``hookd config`` (config.py);
+tests hold docs/configuration.md to it. gunicorn's ``Setting`` classes are the model, as data.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hookd.errors import ConfigError
 from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
-from hookd.paths import Paths
+from hookd.paths import PATH_RULES, Paths
+from hookd.values import (
+    age_limit,
+    choice,
+    format_duration,
+    format_size,
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_ms,
+    parse_path,
+    parse_size,
+    parse_uids,
+    size_limit,
+)
 
-SYNCHRONOUS_LEVELS = ("off", "normal", "full")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+SYNCHRONOUS_LEVELS: Final = ("off", "normal", "full")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values: ``low``..``high`` inclusive (None: no bound), said as ``text``.
+
+    None (``forever``, ``unlimited``) always passes: only keys whose parser can return it get
+    it. For a tuple (a list of uids) every item must be in range.
+    """
+
+    low: float | None
+    high: float | None
+    text: str
+    #: ``low`` itself is not allowed: more than ``low``.
+    open_low: bool = False
+
+    def check(self, value: Any) -> None:
+        for v in value if isinstance(value, tuple) else (value,):
+            if v is None:
+                continue
+            if not isinstance(v, int | float) or isinstance(v, bool) or not self._within(v):
+                raise ValueError(f"must be {self.text}")
+
+    def _within(self, v: float) -> bool:
+        if self.low is not None and (v < self.low or (self.open_low and v == self.low)):
+            return False
+        return self.high is None or v <= self.high
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How ``hookd run`` spells a key (cli.py adds it to the parser).
+
+    argparse converts the text with ``type`` first, so a typo is a usage error (exit 2) with
+    the usage line; the key's own parser then reads the result like any other value.
+    """
+
+    option: str
+    metavar: str | None = None  # None: argparse lists the key's choices
+    type: Callable[[str], Any] | None = None
+    #: One value per use (``--allow-uid 1001 --allow-uid 1002``).
+    repeat: bool = False
+    #: The default as the flag spells it, when its unit differs from the file's.
+    shown: Callable[[Any], str] | None = None
+    #: When one use of the flag means less than the key (one uid of the list).
+    help: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute: ``--batch-size`` -> ``batch_size``."""
+        return self.option.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str  # "section.key" in the TOML file
+    attr: str  # the Settings attribute (of ``Settings.paths`` for paths.*)
+    parse: Callable[[Any], Any]  # a TOML or variable value -> the setting's value, or ValueError
+    default: Any  # None for paths: chosen by paths.choose (HOOKD_HOME, XDG)
+    help: str
+    range: Range | None = None
+    choices: tuple[str, ...] = ()
+    env: str | None = None
+    flag: Flag | None = None
+    #: Applied by a running daemon on SIGHUP; otherwise a change waits for a restart.
+    live: bool = False
+    #: For the variable and the flag, when their unit differs from the file's (milliseconds).
+    override_parse: Callable[[Any], Any] | None = None
+
+    @property
+    def is_path(self) -> bool:
+        return self.name.startswith("paths.")
+
+    def value(self, settings: Settings) -> Any:
+        return getattr(settings.paths if self.is_path else settings, self.attr)
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError (``must be ...``) unless ``value`` is allowed."""
+        if self.choices and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}")
+        if self.range is not None:
+            self.range.check(value)
+
+    def show(self, value: Any) -> Any:
+        """``value`` as the configuration file spells it (durations and sizes as text)."""
+        if self.parse in (parse_duration, age_limit):
+            return format_duration(value)
+        if self.parse in (parse_size, size_limit):
+            return format_size(value)
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    def label(self, source: str) -> str:
+        """How an error names this key, given where its value came from (``Settings.sources``)."""
+        kind, _, where = source.partition(" ")
+        if kind == "file":
+            return f"{where}: {self.name}"
+        if kind in ("env", "flag") and where != "HOOKD_HOME":
+            return where  # the variable or the flag the user typed
+        return self.name
+
+
+def _path_key(attr: str, flag: Flag, help: str) -> Key:
+    return Key(f"paths.{attr}", attr, parse_path, None, help, env=PATH_RULES[attr].env, flag=flag)
+
+
+KEYS: Final[tuple[Key, ...]] = (
+    _path_key("socket", Flag("--socket", "PATH"), "Unix socket the daemon listens on"),
+    _path_key("db", Flag("--db", "PATH"), "SQLite database file"),
+    _path_key("mirror_dir", Flag("--mirror-dir", "DIR"), "directory of the JSONL mirror"),
+    _path_key("spool_dir", Flag("--spool-dir", "DIR"), "where clients leave events while the daemon is down"),
+    Key(
+        "ingest.batch_size",
+        "batch_size",
+        parse_int,
+        1000,
+        "commit a batch when it holds this many events",
+        Range(1, 100_000, "1..100000"),
+        env="HOOKD_BATCH_SIZE",
+        flag=Flag("--batch-size", "N", int),
+        live=True,
+    ),
+    Key(
+        "ingest.batch_delay",
+        "batch_delay",
+        parse_duration,
+        0.05,
+        "... or when its oldest event has waited this long",
+        Range(0, 10, "more than 0 and at most 10s", open_low=True),
+        env="HOOKD_BATCH_DELAY_MS",
+        flag=Flag("--batch-delay", "MS", float, shown=lambda s: f"{s * 1000:g} ms"),
+        live=True,
+        override_parse=parse_ms,
+    ),
+    Key(
+        "ingest.max_line",
+        "max_line",
+        parse_size,
+        DEFAULT_MAX_LINE,
+        "longest accepted line; longer ones are rejected as too_long",
+        Range(64, 64 << 20, "64 B..64 MiB"),
+        env="HOOKD_MAX_LINE",
+        flag=Flag("--max-line", "BYTES", int, shown=str),
+    ),
+    Key(
+        "ingest.synchronous",
+        "synchronous",
+        choice(*SYNCHRONOUS_LEVELS),
+        "normal",
+        "SQLite synchronous level; 'full' also fsyncs the mirror per batch",
+        choices=SYNCHRONOUS_LEVELS,
+        env="HOOKD_SYNCHRONOUS",
+        flag=Flag("--synchronous"),
+    ),
+    # Deep enough that the daemon frames the next batches while the writer commits (at 4 the
+    # writer sat idle between commits: both processes were ~60% busy at full load).
+    Key(
+        "ingest.max_inflight",
+        "max_inflight",
+        parse_int,
+        8,
+        "batches handed to the writer and not yet committed; past this, reading pauses",
+        Range(1, 64, "1..64"),
+    ),
+    Key(
+        "ingest.shutdown_grace",
+        "shutdown_grace",
+        parse_duration,
+        1.0,
+        "how long clients may keep sending after SIGTERM",
+        Range(0, 60, "0..60s"),
+    ),
+    Key(
+        "ingest.backlog",
+        "backlog",
+        parse_int,
+        4096,
+        "listen backlog (hooks that connect per event need a deep one)",
+        Range(1, 65535, "1..65535"),
+    ),
+    # A hook that connects and sends nothing, or one byte a second, must not hold a descriptor
+    # for ever. One sweep checks all connections; nothing is timed per read.
+    Key(
+        "ingest.idle_timeout",
+        "idle_timeout",
+        parse_duration,
+        30.0,
+        "close a connection that has not completed a line for this long",
+        Range(0.1, 86_400, "0.1s..1d"),
+        env="HOOKD_IDLE_TIMEOUT",
+        flag=Flag("--idle-timeout", "SECONDS", float, shown=lambda s: f"{s:g}"),
+        live=True,
+    ),
+    Key(
+        "ingest.spool_interval",
+        "spool_interval",
+        parse_duration,
+        1.0,
+        "how often the spool directory is read",
+        Range(0.05, 3600, "50ms..1h"),
+        live=True,
+    ),
+    Key(
+        "security.allowed_uids",
+        "allowed_uids",
+        parse_uids,
+        (),
+        "other users (uids) whose events are accepted; your own uid always is",
+        Range(0, 2**32 - 2, "0..4294967294"),
+        env="HOOKD_ALLOWED_UIDS",
+        flag=Flag(
+            "--allow-uid",
+            "UID",
+            int,
+            repeat=True,
+            shown=lambda uids: ",".join(map(str, uids)) or "none",
+            help="also accept events from this uid (your own always is); repeatable",
+        ),
+        live=True,
+    ),
+    Key(
+        "log.level",
+        "log_level",
+        choice(*LOG_LEVELS),
+        "info",
+        "what the daemon logs",
+        choices=LOG_LEVELS,
+        env="HOOKD_LOG_LEVEL",
+        flag=Flag("--log-level"),
+        live=True,
+    ),
+    Key(
+        "retention.max_age",
+        "max_age",
+        age_limit,
+        None,
+        "delete events older than this, by their ts",
+        Range(0, None, "a positive duration or forever", open_low=True),
+        live=True,
+    ),
+    Key(
+        "retention.max_size",
+        "max_size",
+        size_limit,
+        None,
+        "delete the oldest events while the database holds more data than this",
+        Range(64 << 10, None, "at least 64 KiB or unlimited"),
+        live=True,
+    ),
+    Key(
+        "retention.mirror_max_age",
+        "mirror_max_age",
+        age_limit,
+        None,
+        "delete mirror day files older than this",
+        Range(0, None, "a positive duration or forever", open_low=True),
+        live=True,
+    ),
+    Key(
+        "retention.mirror_max_size",
+        "mirror_max_size",
+        size_limit,
+        None,
+        "delete the oldest mirror files past this size",
+        Range(0, None, "a positive size or unlimited", open_low=True),
+        live=True,
+    ),
+    Key("retention.mirror_compress", "mirror_compress", parse_bool, True, "gzip mirror files of past days", live=True),
+    Key(
+        "retention.interval",
+        "retention_interval",
+        parse_duration,
+        60.0,
+        "how often retention runs",
+        Range(0.1, 86_400, "0.1s..1d"),
+        live=True,
+    ),
+    Key(
+        "status.stale_after",
+        "stale_after",
+        parse_duration,
+        86_400.0,
+        "a type not seen for this long is `stale` in hookd status",
+        Range(0, None, "a positive duration", open_low=True),
+        live=True,
+    ),
+)
+KEYS_BY_NAME: Final = {k.name: k for k in KEYS}
+KEYS_BY_ATTR: Final = {k.attr: k for k in KEYS}
+
+
+def _default(attr: str) -> Any:
+    return KEYS_BY_ATTR[attr].default
 
 
 @dataclass
@@ -29,59 +348,39 @@ class TypeConfig:
 
 @dataclass
 class Settings:
+    """What a process runs with. The fields named in ``KEYS`` take their defaults from there
+    (durations in seconds, sizes in bytes, None: no limit); see the keys for their meaning."""
+
     paths: Paths
-    #: Flush a batch when it holds this many events ...
-    batch_size: int = 1000
-    #: ... or when its oldest event has waited this long (seconds).
-    batch_delay: float = 0.05
-    #: Batches handed to the writer and not yet committed; past this, reading pauses. Deep
-    #: enough that the daemon frames the next batches while the writer commits (at 4 the
-    #: writer sat idle between commits: both processes were ~60% busy at full load).
-    max_inflight: int = 8
-    #: Longest accepted line in bytes (without the newline).
-    max_line: int = DEFAULT_MAX_LINE
-    #: SQLite ``PRAGMA synchronous`` and whether the mirror is fsync'ed per batch (``full``).
-    synchronous: str = "normal"
-    #: On SIGTERM/SIGINT, how long open connections may keep sending before they are closed.
-    shutdown_grace: float = 1.0
-    #: Listen backlog: hooks that connect per event need a deep one (see docs/performance.md).
-    backlog: int = 4096
-    #: How often the daemon checkpoints the WAL from its own connection (seconds).
+    batch_size: int = _default("batch_size")
+    batch_delay: float = _default("batch_delay")
+    max_inflight: int = _default("max_inflight")
+    max_line: int = _default("max_line")
+    synchronous: str = _default("synchronous")
+    shutdown_grace: float = _default("shutdown_grace")
+    backlog: int = _default("backlog")
+    #: How often the daemon checkpoints the WAL from its own connection (seconds). Not a key:
+    #: nothing to tune (docs/performance.md).
     checkpoint_interval: float = 0.5
-    #: How often the spool directory is scanned for events clients left there (seconds).
-    spool_interval: float = 1.0
-    #: A connection that has not completed a line for this long is closed (seconds): a hook
-    #: that connects and sends nothing, or one byte a second, must not hold a descriptor for
-    #: ever. One sweep checks all connections; nothing is timed per read.
-    idle_timeout: float = 30.0
-    #: Other users (uids) whose connections are accepted. The daemon's own uid always is.
-    allowed_uids: tuple[int, ...] = ()
+    spool_interval: float = _default("spool_interval")
+    idle_timeout: float = _default("idle_timeout")
+    allowed_uids: tuple[int, ...] = _default("allowed_uids")
 
     @property
     def accepted_uids(self) -> frozenset[int]:
         """Peer uids the daemon serves: its own and ``allowed_uids``."""
         return frozenset((os.getuid(), *self.allowed_uids))
 
-    # -- retention (see docs/configuration.md); None means keep forever ---------------------
-    #: Events older than this (by their ``ts``, seconds) are deleted, unless their type says otherwise.
-    max_age: float | None = None
+    max_age: float | None = _default("max_age")
     #: Per type: its own maximum age in seconds, or None to keep that type forever.
     type_max_age: dict[str, float | None] = field(default_factory=dict)
-    #: Delete the oldest events while the database holds more than this many bytes of data.
-    max_size: int | None = None
-    #: Mirror day files (``YYYY-MM-DD.jsonl``) older than this many seconds are deleted.
-    mirror_max_age: float | None = None
-    #: Delete the oldest mirror files while the mirror directory holds more than this many bytes.
-    mirror_max_size: int | None = None
-    #: Compress mirror day files once the day is over (``YYYY-MM-DD.jsonl.gz``).
-    mirror_compress: bool = True
-    #: How often retention runs (seconds); each run deletes in small steps.
-    retention_interval: float = 60.0
-
-    # -- logging, status, types (docs/configuration.md) --------------------------------------
-    log_level: str = "info"
-    #: A type not seen for this long is ``stale`` in ``hookd status`` (seconds).
-    stale_after: float = 86400.0
+    max_size: int | None = _default("max_size")
+    mirror_max_age: float | None = _default("mirror_max_age")
+    mirror_max_size: int | None = _default("mirror_max_size")
+    mirror_compress: bool = _default("mirror_compress")
+    retention_interval: float = _default("retention_interval")
+    log_level: str = _default("log_level")
+    stale_after: float = _default("stale_after")
     types: dict[str, TypeConfig] = field(default_factory=dict)
     #: Incoming (normalized) type -> the type it is stored as.
     aliases: dict[str, str] = field(default_factory=dict)
@@ -94,42 +393,19 @@ class Settings:
     reload_file: str | None = None
 
     def validate(self) -> Settings:
-        if not 1 <= self.batch_size <= 100_000:
-            raise ConfigError(f"batch size must be 1..100000, got {self.batch_size}")
-        if not 0.0 < self.batch_delay <= 10.0:
-            raise ConfigError(f"batch delay must be in (0, 10] seconds, got {self.batch_delay}")
-        if not 1 <= self.max_inflight <= 64:
-            raise ConfigError(f"max in-flight batches must be 1..64, got {self.max_inflight}")
-        if not 64 <= self.max_line <= 64 << 20:
-            raise ConfigError(f"max line must be 64 B..64 MiB, got {self.max_line}")
-        if self.synchronous not in SYNCHRONOUS_LEVELS:
-            raise ConfigError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, got {self.synchronous!r}")
-        if not 0.0 <= self.shutdown_grace <= 60.0:
-            raise ConfigError(f"shutdown grace must be 0..60 seconds, got {self.shutdown_grace}")
-        if not 1 <= self.backlog <= 65535:
-            raise ConfigError(f"backlog must be 1..65535, got {self.backlog}")
-        if not 0.05 <= self.spool_interval <= 3600.0:
-            raise ConfigError(f"spool interval must be 50ms..1h, got {self.spool_interval}")
-        if self.stale_after <= 0:
-            raise ConfigError(f"stale_after must be positive, got {self.stale_after}")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        for alias, target in self.aliases.items():
-            if target in self.aliases:
-                raise ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)")
-        if not 0.1 <= self.idle_timeout <= 86_400.0:
-            raise ConfigError(f"idle timeout must be 0.1..86400 seconds, got {self.idle_timeout}")
-        for uid in self.allowed_uids:
-            if not isinstance(uid, int) or isinstance(uid, bool) or not 0 <= uid < 2**32 - 1:
-                raise ConfigError(f"allowed uid must be an integer 0..4294967294, got {uid!r}")
-        self._validate_retention()
+        """Every key within its range (the error names where a bad value came from), then the
+        rules that span keys: per-type ages and aliases."""
+        for key in KEYS:
+            value = key.value(self)
+            try:
+                key.check(value)
+            except ValueError as e:
+                label = key.label(self.sources.get(key.attr, "default"))
+                raise ConfigError(f"{label}: {e}, got {_shown(key, value)}") from None
+        self._validate_types()
         return self
 
-    def _validate_retention(self) -> None:
-        for name in ("max_age", "mirror_max_age"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigError(f"{name} must be a positive duration or forever, got {value!r}")
+    def _validate_types(self) -> None:
         for etype, value in self.type_max_age.items():
             if not TYPE_RE.fullmatch(etype):
                 better = normalize_type(etype)
@@ -137,9 +413,15 @@ class Settings:
                 raise ConfigError(f"type_max_age: {etype!r} is not an event type name as stored{hint}")
             if value is not None and not value > 0:
                 raise ConfigError(f"max age of type {etype!r} must be a positive duration or forever, got {value!r}")
-        if self.max_size is not None and self.max_size < 64 << 10:
-            raise ConfigError(f"max_size must be at least 64 KiB (or unset), got {self.max_size}")
-        if self.mirror_max_size is not None and self.mirror_max_size <= 0:
-            raise ConfigError(f"mirror_max_size must be positive (or unset), got {self.mirror_max_size}")
-        if not 0.1 <= self.retention_interval <= 86400:
-            raise ConfigError(f"retention interval must be 0.1 s..1 day, got {self.retention_interval}")
+        for alias, target in self.aliases.items():
+            if target in self.aliases:
+                raise ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)")
+
+
+def _shown(key: Key, value: Any) -> str:
+    """A bad value for an error message: as the file spells it (``0ms``), else its repr."""
+    try:
+        shown = key.show(value)
+    except (TypeError, ValueError):  # not even of the key's type (a Settings built by hand)
+        return repr(value)
+    return str(shown) if shown is not value else repr(value)

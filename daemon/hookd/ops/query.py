@@ -19,7 +19,9 @@ def query(settings: Settings, sql: str, as_json: bool, out: TextIO = sys.stdout)
         try:
             cur = conn.execute(sql)
         except sqlite3.Error as e:
-            hint = " (hookd query is read-only)" if "readonly" in str(e) or "query_only" in str(e) else ""
+            # By SQLite's error code (SQLITE_READONLY and its extended codes), not its wording.
+            readonly = getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY
+            hint = " (hookd query is read-only)" if readonly else ""
             raise HookdError(f"query failed: {e}{hint}") from None
         cols = [c[0] for c in cur.description or ()]
         rows = cur.fetchall()

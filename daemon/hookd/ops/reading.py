@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from hookd import records
-from hookd.errors import HookdError, StoreError
+from hookd.errors import DaemonDown, StoreError
 from hookd.paths import control_path
 
 EVENT_COLUMNS = ", ".join(records.BASE_COLUMNS)
-
-
-class DaemonDown(HookdError):
-    pass
 
 
 def open_readonly(db: Path) -> sqlite3.Connection:

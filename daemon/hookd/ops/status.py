@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -37,51 +39,76 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "db_bytes": None,
         "types": {},
     }
-    seen: dict[str, tuple[int, float, float]] = {}
-    last_hour: dict[str, int] = {}
+    seen: dict[str, TypeSeen] = {}
     if paths.db.exists():
-        conn = open_readonly(paths.db)
-        with contextlib.closing(conn):
-            counters = dict(conn.execute("SELECT name, value FROM counters"))
-            out["committed"] = counters.get("committed", 0)
-            out["duplicates"] = counters.get("duplicate", 0)
-            rej = _with_prefix(counters, "rejected.")
-            out["rejected_by_reason"] = rej
-            out["rejected"] = sum(rej.values())
-            out["connections_closed"] = _with_prefix(counters, "connections.")
-            out["retention_deleted"] = counters.get("retention.deleted", 0)
-            for etype, count, first_ts, last_ts in conn.execute(
-                "SELECT type, count, first_ts, last_ts FROM event_types"
-            ):
-                seen[etype] = (count, first_ts, last_ts)
-                (last_hour[etype],) = conn.execute(
-                    "SELECT count(*) FROM events WHERE type = ? AND ts >= ?", (etype, now - 3600)
-                ).fetchone()
-            page = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
-            out["db_bytes"] = page
+        with contextlib.closing(open_readonly(paths.db)) as conn:
+            out.update(_totals(conn))
+            seen = _types_seen(conn, now)
+    types = _type_states(settings, seen, now)
+    out["types"] = types
+    out["summary"] = {s: sum(1 for t in types.values() if t["state"] == s) for s in ("live", "stale", "never")}
+    return out
+
+
+@dataclass(frozen=True)
+class TypeSeen:
+    """One row of ``event_types``, and how many of its events are from the last hour."""
+
+    count: int
+    first_ts: float
+    last_ts: float
+    last_hour: int
+
+
+def _totals(conn: sqlite3.Connection) -> dict[str, Any]:
+    """The database's counters and size: the totals part of ``gather_status``."""
+    counters = dict(conn.execute("SELECT name, value FROM counters"))
+    rejected = _with_prefix(counters, "rejected.")
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    return {
+        "committed": counters.get("committed", 0),
+        "duplicates": counters.get("duplicate", 0),
+        "rejected_by_reason": rejected,
+        "rejected": sum(rejected.values()),
+        "connections_closed": _with_prefix(counters, "connections."),
+        "retention_deleted": counters.get("retention.deleted", 0),
+        "db_bytes": pages * conn.execute("PRAGMA page_size").fetchone()[0],
+    }
+
+
+def _types_seen(conn: sqlite3.Connection, now: float) -> dict[str, TypeSeen]:
+    seen = {}
+    for etype, count, first_ts, last_ts in conn.execute("SELECT type, count, first_ts, last_ts FROM event_types"):
+        (last_hour,) = conn.execute(
+            "SELECT count(*) FROM events WHERE type = ? AND ts >= ?", (etype, now - 3600)
+        ).fetchone()
+        seen[etype] = TypeSeen(count, first_ts, last_ts, last_hour)
+    return seen
+
+
+def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> dict[str, dict[str, Any]]:
+    """Per type, seen or expected: live, stale or never, with its figures."""
     types: dict[str, dict[str, Any]] = {}
     for etype in sorted(set(seen) | {t for t, tc in settings.types.items() if tc.expected}):
         tc = settings.types.get(etype)
         stale_after = tc.stale_after if tc and tc.stale_after is not None else settings.stale_after
-        count, first_ts, last_ts = seen.get(etype, (0, None, None))
-        if etype not in seen:
+        row = seen.get(etype)
+        if row is None:
             state = "never"
-        elif now - last_ts <= stale_after:
+        elif now - row.last_ts <= stale_after:
             state = "live"
         else:
             state = "stale"
         types[etype] = {
             "state": state,
-            "count": count,
-            "first_ts": first_ts,
-            "last_ts": last_ts,
-            "last_hour": last_hour.get(etype, 0),
+            "count": row.count if row else 0,
+            "first_ts": row.first_ts if row else None,
+            "last_ts": row.last_ts if row else None,
+            "last_hour": row.last_hour if row else 0,
             "expected": bool(tc and tc.expected),
             "stale_after": stale_after,
         }
-    out["types"] = types
-    out["summary"] = {s: sum(1 for t in types.values() if t["state"] == s) for s in ("live", "stale", "never")}
-    return out
+    return types
 
 
 def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:

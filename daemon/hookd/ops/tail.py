@@ -10,17 +10,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from hookd.errors import HookdError, StoreError
+from hookd.errors import DaemonDown, HookdError, StoreError, UsageError
 from hookd.framing import normalize_type, parse_ts
-from hookd.ops.reading import DaemonDown, ask, event_json, open_readonly, select_events
+from hookd.ops.reading import ask, event_json, open_readonly, select_events
 from hookd.settings import Settings
+from hookd.values import parse_duration
 
 
 # -- tail -----------------------------------------------------------------------------------
 def since_value(text: str, now: float) -> float:
     """``1h``/``30m``/``2d`` ago, or a time (epoch seconds or RFC 3339)."""
-    from hookd.config import parse_duration
-
     try:
         return now - (parse_duration(text) or 0.0)
     except ValueError:
@@ -28,7 +27,7 @@ def since_value(text: str, now: float) -> float:
     try:
         return parse_ts(float(text) if text.replace(".", "", 1).isdigit() else text, now)
     except Exception:  # noqa: BLE001 - Rejection or ValueError alike
-        raise HookdError(
+        raise UsageError(
             f"--since {text!r}: expected a duration (30s, 15m, 1h, 2d) or a time (2026-11-30T08:00:00, epoch seconds)"
         ) from None
 
@@ -48,7 +47,7 @@ def tail(settings: Settings, args: Any, out: TextIO = sys.stdout) -> int:
     if args.type:
         etype = normalize_type(args.type)
         if etype is None:
-            raise HookdError(f"--type {args.type!r} is not a valid event type")
+            raise UsageError(f"--type {args.type!r} is not a valid event type")
         etype = settings.aliases.get(etype, etype)
     since = since_value(args.since, now) if args.since else None
     limit = args.lines

@@ -1,0 +1,144 @@
+"""Reading and writing setting values: durations, sizes, integers, switches, uids, paths.
+
+Each parser takes what a TOML file or an environment variable holds (a string, a number, a
+list) and returns the setting's value, or raises ``ValueError`` saying what was expected. The
+formatters write a value back the way the configuration file spells it (``hookd config``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_FOREVER = ("forever", "infinity", "never", "none")
+
+
+def parse_duration(value: Any, *, forever: bool = False) -> float | None:
+    """``"30d"``, ``"12h"``, ``"15m"``, ``"30s"``, ``"50ms"`` or a number of seconds; with
+    ``forever``, also ``"forever"`` (None: no limit)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 12h or 30d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        if forever and value.strip().lower() in _FOREVER:
+            return None
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    hint = ' or "forever"' if forever else ""
+    raise ValueError(f"expected a duration such as 30s, 12h or 30d{hint}, got {value!r}")
+
+
+def parse_size(value: Any, *, unlimited: bool = False) -> int | None:
+    """``"500MiB"``, ``"2GB"``, ``"64k"`` or a number of bytes (powers of 1024 either way)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 64KiB, 500MiB or 2GiB")
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        if unlimited and value.strip().lower() in _FOREVER + ("unlimited",):
+            return None
+        m = _SIZE.match(value)
+        if m:
+            unit = (m.group(2) or "b").lower()[0]
+            return int(float(m.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit])
+    hint = ' or "unlimited"' if unlimited else ""
+    raise ValueError(f"expected a size such as 64KiB, 500MiB or 2GiB{hint}, got {value!r}")
+
+
+def age_limit(value: Any) -> float | None:
+    """A duration, or ``"forever"`` (None)."""
+    return parse_duration(value, forever=True)
+
+
+def size_limit(value: Any) -> int | None:
+    """A size, or ``"unlimited"`` (None)."""
+    return parse_size(value, unlimited=True)
+
+
+def parse_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_uids(value: Any) -> tuple[int, ...]:
+    """A list in the file, comma- or space-separated in a variable, one int per flag."""
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of uids, got {value!r}")
+    try:
+        out = tuple(parse_int(v) for v in value)
+    except ValueError:
+        raise ValueError(
+            f"expected user ids (comma-separated in a variable, a list in the file), got {value!r}"
+        ) from None
+    if any(u < 0 for u in out):
+        raise ValueError("a uid cannot be negative")
+    return out
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    """A parser accepting one of ``choices`` (any case)."""
+
+    def parse(value: Any) -> str:
+        if isinstance(value, str) and value.lower() in choices:
+            return value.lower()
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+
+    return parse
+
+
+def parse_path(value: Any) -> Path:
+    if isinstance(value, str | Path) and str(value):
+        return Path(value).expanduser().absolute()
+    raise ValueError(f"expected a path, got {value!r}")
+
+
+def parse_ms(value: Any) -> float:
+    """Milliseconds (``HOOKD_BATCH_DELAY_MS``, ``--batch-delay``) -> seconds."""
+    try:
+        return float(value) / 1000.0
+    except (TypeError, ValueError):
+        raise ValueError(f"expected milliseconds, got {value!r}") from None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "forever"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+def format_size(size: int | None) -> str:
+    if size is None:
+        return "unlimited"
+    for unit, n in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= n and size % n == 0:
+            return f"{size // n}{unit}"
+    return str(size)
