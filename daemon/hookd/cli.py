@@ -282,9 +282,9 @@ def _hooks_parser(sub: argparse._SubParsersAction) -> None:
     for name, text in (
         (
             "install-git",
-            "add post-commit, post-checkout and post-merge hooks that emit git_commit, "
-            "git_checkout and git_merge events (existing hooks are kept and still run; running it again "
-            "only refreshes hookd's hooks)",
+            "add post-commit, post-checkout, post-merge and post-rewrite hooks that emit git_commit, "
+            "git_checkout, git_merge and git_rewrite (amend, rebase) events (existing hooks are kept and "
+            "still run; running it again only refreshes hookd's hooks)",
         ),
         ("uninstall-git", "remove hookd's git hooks and put back the hooks they replaced"),
     ):
