@@ -172,3 +172,31 @@ def test_a_control_connection_that_sends_nothing_is_closed(home: Path) -> None:
     finally:
         silent.close()
         d.kill()
+
+
+def test_a_command_on_the_event_socket_gets_the_same_control_protocol(home: Path) -> None:
+    """A ``!`` command that arrives after the accept (in pieces, or never finished) is handed
+    from the event connection to the control protocol: answered, or closed at idle_timeout."""
+    d = Daemon(home, "--idle-timeout", "0.5").start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(d.socket))
+            time.sleep(0.2)  # accepted before any byte: an event connection at first
+            s.sendall(b"!sta")
+            time.sleep(0.1)
+            s.sendall(b"tus\n")
+            assert json.loads(s.makefile("rb").readline())["running"] is True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(d.socket))
+            time.sleep(0.2)
+            s.sendall(b"!stat")  # never finished
+            s.settimeout(30)
+            assert s.recv(1) == b""  # closed by the daemon
+        assert wait_for(
+            lambda: d.query("SELECT value FROM counters WHERE name = 'connections.idle_timeout'") == [(1,)], 30
+        )
+        d.send(good(0) + b"\n")  # the event path is unaffected
+        assert d.wait_count(1) == 1
+        assert d.stop() == 0
+    finally:
+        d.kill()

@@ -1,9 +1,29 @@
-"""The daemon's lifecycle: start in order, serve, stop in reverse order without losing events.
+"""The daemon's lifecycle in named phases: start in order, serve, stop without losing events.
 
-Start: private directories, bind (or inherit) the socket, start the writer process (which
-migrates the schema and replays the mirror if the last run crashed), start the pipeline and the
-WAL checkpointer, accept. Stop (SIGTERM/SIGINT): stop accepting and read what clients already
-sent, flush the last batch, wait for every commit, close the writer, exit 0.
+``serve`` runs three phases:
+
+- ``_start``: private directories and systemd's environment, the event socket (bound or
+  inherited, with its lock), the open-file limit and signal handlers, the writer process (it
+  migrates the schema and replays the mirror if the last run crashed), then ``_assemble``
+  makes the parts and subscribes them to each other. Each step registers its undo on an
+  ``AsyncExitStack``.
+- ``_run``: a TaskGroup owns the background tasks (writer replies, WAL checkpoints,
+  retention, spool, rates, systemd); the control socket opens, then the event socket
+  accepts, and the daemon reports ready. It serves until SIGTERM or SIGINT.
+- ``_stop``: stop accepting and read what clients already sent, flush the last batch, wait
+  for every commit, close the writer; exit 0.
+
+The exit stack then undoes the start, on every path (a failed writer too), in reverse:
+
+1. every control connection closed, the control socket removed;
+2. the event socket's path removed: new clients spool at once instead of waiting;
+3. the writer closed (after a clean stop it has exited already; after a failure it is gone);
+4. the signal handlers removed;
+5. the lock released: only now may another daemon start a writer on the same database;
+6. the systemd notifier closed.
+
+A failed writer ends the TaskGroup with a ``WriterError``: ``serve`` logs one line and returns 1
+(no traceback).
 """
 
 from __future__ import annotations
@@ -12,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass
 
 import aiosqlite
 
@@ -19,8 +40,13 @@ from hookd import config, spool
 from hookd.daemon import retention_schedule, sdnotify
 from hookd.daemon.control import Control
 from hookd.daemon.control_listener import ControlListener
+from hookd.daemon.flow import FlowControl
 from hookd.daemon.ingest import Ingest
-from hookd.daemon.server import FlowControl, Listener, Server, raise_fd_limit
+from hookd.daemon.limits import raise_fd_limit
+from hookd.daemon.listener import Listener
+from hookd.daemon.peers import UidRule
+from hookd.daemon.server import Server
+from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import WriterLink
 from hookd.errors import WriterError
 from hookd.paths import control_path, private_dir
@@ -83,8 +109,18 @@ def view_columns(settings: Settings) -> dict[str, dict[str, str]]:
     return {t: dict(tc.columns) for t, tc in settings.types.items() if tc.columns}
 
 
-async def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
+async def reload(settings: Settings, link: WriterLink) -> None:
     """SIGHUP: read the configuration again and apply what can change while running.
+
+    One reload style: every part of the daemon holds the one ``Settings`` object and reads a
+    live key where it uses it (the accept loop ``allowed_uids`` per connection, the idle sweep
+    ``idle_timeout`` per round, the batcher ``batch_size`` per batch, retention its rules per
+    run, the framer the ``aliases`` dict per line). So a reload only updates that object, in
+    place (its dicts too, so that a part holding one sees the change), and pushes nothing
+    into the parts. Chosen over an ``apply(settings)`` per part because most parts already
+    read live, and a part that keeps a copy is one a reload can silently miss. Two things
+    are outside this process's objects and are told: the writer (its views) and the logging
+    level.
 
     Paths, the synchronous level, in-flight depth and backlog need a restart: a change to
     them is logged and ignored. A configuration that does not load is logged and ignored: the
@@ -106,135 +142,226 @@ async def reload(settings: Settings, ingest: Ingest, server: Server) -> None:
         setattr(settings, key.attr, new_v)
         changed.append(key.name)
     for attr in ("types", "type_max_age", "aliases"):
-        if getattr(settings, attr) != getattr(new, attr):
-            setattr(settings, attr, getattr(new, attr))
+        held, fresh = getattr(settings, attr), getattr(new, attr)
+        if held != fresh:
+            held.clear()
+            held.update(fresh)
             changed.append(attr)
     settings.sources = new.sources
-    ingest.framer.aliases = dict(settings.aliases)
-    server.accepted_uids = settings.accepted_uids
-    server.idle_timeout = settings.idle_timeout
-    ingest.link.send_views(view_columns(settings))
+    link.send_views(view_columns(settings))
     logging.getLogger().setLevel(settings.log_level.upper())
     source = new.config_path if new.config_loaded else f"defaults and environment (no file at {new.config_path})"
     log.info("SIGHUP: configuration reloaded from %s; changed: %s", source, ", ".join(changed) or "nothing")
 
 
-def status_line(ingest: Ingest) -> str:
+@dataclass
+class Daemon:
+    """The assembled parts of one running daemon."""
+
+    settings: Settings
+    listener: Listener
+    notifier: sdnotify.Notifier
+    stop: asyncio.Event  # set by SIGTERM and SIGINT
+    link: WriterLink
+    state: DaemonState
+    flow: FlowControl
+    ingest: Ingest
+    control: Control
+    server: Server
+    control_listener: ControlListener
+
+
+@dataclass
+class Tasks:
+    """The background tasks, owned by ``_run``'s TaskGroup; ``_stop`` ends them in order."""
+
+    replies: asyncio.Task[None]
+    checkpointer: asyncio.Task[None]
+    retention: asyncio.Task[None]
+    spool: asyncio.Task[None]
+    rates: asyncio.Task[None]
+    systemd: asyncio.Task[None] | None = None
+
+
+def status_line(d: Daemon) -> str:
     """systemd's STATUS= (``systemctl --user status hookd``): counts since this start."""
-    s = ingest.stats
-    line = f"{s.committed} events committed, {sum(s.rejected.values())} rejected, queue {ingest.link.inflight}"
+    s = d.state
+    line = f"{s.committed} events committed, {sum(s.rejected.values())} rejected, queue {d.link.inflight}"
     return line if s.writer_state == "ok" else f"{line}; writer {s.writer_state}"
 
 
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT. Returns the process exit status."""
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            d = await _start(settings, stack)
+            return await _run(d)
+    except* WriterError as eg:
+        for e in eg.exceptions:
+            log.error("%s", e)
+    return 1
+
+
+# -- start ---------------------------------------------------------------------------------------
+async def _start(settings: Settings, stack: contextlib.AsyncExitStack) -> Daemon:
+    """The start phases, in order; each registers its undo on ``stack`` (see the module doc)."""
     paths = settings.paths
-    private_dir(paths.db.parent)
-    private_dir(paths.mirror_dir)
-    private_dir(paths.spool_dir)
+    for directory in (paths.db.parent, paths.mirror_dir, paths.spool_dir):
+        private_dir(directory)
+    # Read (and removed from the environment) before the writer starts, so that it inherits
+    # neither systemd's sockets nor its notification socket.
     fds = sdnotify.listen_fds()  # socket activation: systemd holds the socket, we inherit it
-    notifier = sdnotify.Notifier()  # read now, so that the writer does not inherit it either
+    notifier = sdnotify.Notifier()
+    stack.callback(notifier.close)
     if fds:
         listener = Listener.inherit(fds, paths.socket)
     else:
         listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+    stack.callback(listener.release)
     raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
+    stop = _install_signals(stack)
+    link = WriterLink(settings)
+    stack.push_async_callback(_close_writer, link)
+    stack.callback(listener.unlink)
+    await link.start()
+    if link.replayed:
+        log.warning("recovered %d events from the mirror after an unclean stop", link.replayed)
+    link.send_views(view_columns(settings))
+    d = _assemble(settings, listener, notifier, stop, link)
+    stack.push_async_callback(d.control_listener.stop)
+    stack.callback(d.control.close)
+    return d
+
+
+def _install_signals(stack: contextlib.AsyncExitStack) -> asyncio.Event:
+    """SIGTERM and SIGINT set the returned event; SIGHUP waits for ``_run`` (reload)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP during start-up: ignored, send it again")
-    link = WriterLink(settings)
-    control_listener: ControlListener | None = None
-    try:
-        await link.start()
-        if link.replayed:
-            log.warning("recovered %d events from the mirror after an unclean stop", link.replayed)
-        link.send_views(view_columns(settings))
-        flow = FlowControl()
-        ingest = Ingest(settings, link, flow)
-        server = Server(
-            listener,
-            ingest,
-            flow,
-            max_line=settings.max_line,
-            backlog=settings.backlog,
-            idle_timeout=settings.idle_timeout,
-            accepted_uids=settings.accepted_uids,
-        )
-        control = Control(settings, ingest, writer_pid=link.proc.pid if link.proc else None)
-        control.server = server
-        server.control = control
-        control_listener = ControlListener(
-            control_path(listener.path),
-            control,
-            accepted_uids=lambda: server.accepted_uids,
-            refused=server.note_refused,
-            count=ingest.count,
-            idle_timeout=lambda: server.idle_timeout,
-        )
-        async with asyncio.TaskGroup() as tg:
-            loop.add_signal_handler(
-                signal.SIGHUP, lambda: tg.create_task(reload(settings, ingest, server), name="hookd-reload")
-            )
-            replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
-            cp = tg.create_task(checkpointer(settings, link), name="hookd-checkpointer")
-            rt = tg.create_task(retention_schedule.schedule(settings, link, ingest.stats), name="hookd-retention")
-            sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
-            rates = tg.create_task(control.sample_rates(), name="hookd-rates")
-            if await control_listener.start():
-                control.control_socket = str(control_listener.path)
-            await server.start()
-            origin = "" if listener.owned else " (from systemd)"
-            log.info("ready: socket %s%s, database %s, mirror %s", listener.path, origin, paths.db, paths.mirror_dir)
-            if notifier.enabled:
-                notifier.ready(status_line(ingest))
-                sd = tg.create_task(
-                    sdnotify.keep_alive(
-                        notifier,
-                        status=lambda: status_line(ingest),
-                        progress=lambda: (link.inflight, ingest.stats.batches - link.inflight),
-                    ),
-                    name="hookd-systemd",
-                )
-            await stop.wait()
-            log.info("stopping: no new connections; reading what clients already sent")
-            if notifier.enabled:
-                sd.cancel()
-                notifier.stopping("stopping: reading what clients already sent, committing it")
-            sp.cancel()
-            rates.cancel()
-            control.close()
-            await control_listener.stop()
-            rt.cancel()
-            await server.stop(settings.shutdown_grace)
-            await ingest.drain()
-            server.close_all()
-            cp.cancel()
-            code = await link.close()
-            await replies
-            s = ingest.stats
-            log.info(
-                "stopped: %d events committed, %d rejected, %d duplicates this run; "
-                "%d connections (%d served at accept)",
-                s.committed,
-                sum(s.rejected.values()),
-                s.duplicates,
-                server.accepted,
-                server.quick,
-            )
-            return 0 if code == 0 else 1
-    except* WriterError as eg:
-        for e in eg.exceptions:
-            log.error("%s", e)
-    finally:
+
+    def remove() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        if control_listener is not None:
-            await control_listener.stop()
-        listener.unlink()
-        listener.release()
-        notifier.close()
-        with contextlib.suppress(Exception):
-            await link.close()
-    return 1
+
+    stack.callback(remove)
+    return stop
+
+
+async def _close_writer(link: WriterLink) -> None:
+    with contextlib.suppress(Exception):  # it may have failed already: that was reported
+        await link.close()
+
+
+def _assemble(
+    settings: Settings, listener: Listener, notifier: sdnotify.Notifier, stop: asyncio.Event, link: WriterLink
+) -> Daemon:
+    """Make the parts and subscribe them to each other: here, and nowhere else.
+
+    Counters go to one ``DaemonState`` that every part is given. The return path (commit
+    replies from the writer back to clients) runs: ``WriterLink`` → ``Ingest`` (acks, flow
+    control; ingest.py subscribes itself to its link) → ``on_commit`` subscribers (followers)
+    and ``FlowControl.on_change`` subscribers (the accept loop).
+    """
+    state = DaemonState()
+    flow = FlowControl()
+    ingest = Ingest(settings, link, flow, state)
+    uids = UidRule(settings, ingest.count)
+    control = Control(settings, ingest, state, writer_pid=link.proc.pid if link.proc else None)
+    server = Server(listener, ingest, flow=flow, state=state, settings=settings, uids=uids, control=control)
+    ingest.on_commit.append(control.committed)  # push committed events to followers
+    flow.on_change.append(server.flow_changed)  # stop accepting while reading is paused
+    control_listener = ControlListener(control_path(listener.path), control, uids)
+    return Daemon(settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener)
+
+
+# -- run -----------------------------------------------------------------------------------------
+async def _run(d: Daemon) -> int:
+    """Serve until SIGTERM or SIGINT, then ``_stop``. A failed writer ends the TaskGroup."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.TaskGroup() as tg:
+        loop.add_signal_handler(signal.SIGHUP, lambda: tg.create_task(reload(d.settings, d.link), name="hookd-reload"))
+        try:
+            tasks = _start_tasks(d, tg)
+            await _open(d, tg, tasks)
+            await d.stop.wait()
+            return await _stop(d, tasks)
+        finally:
+            # The TaskGroup takes no new task once it is left.
+            loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP while stopping: ignored")
+
+
+def _start_tasks(d: Daemon, tg: asyncio.TaskGroup) -> Tasks:
+    """The background tasks: the writer's replies (the return path), WAL checkpoints,
+    retention runs, the spool, rate samples for ``!status``."""
+    return Tasks(
+        replies=tg.create_task(d.link.read_replies(), name="hookd-writer-replies"),
+        checkpointer=tg.create_task(checkpointer(d.settings, d.link), name="hookd-checkpointer"),
+        retention=tg.create_task(retention_schedule.schedule(d.settings, d.link, d.state), name="hookd-retention"),
+        spool=tg.create_task(drain_spool(d.settings, d.ingest, d.flow), name="hookd-spool"),
+        rates=tg.create_task(d.control.sample_rates(), name="hookd-rates"),
+    )
+
+
+async def _open(d: Daemon, tg: asyncio.TaskGroup, tasks: Tasks) -> None:
+    """Open the control socket, then accept on the event socket, then report ready."""
+    if await d.control_listener.start():
+        d.state.control_socket = str(d.control_listener.path)
+    await d.server.start()
+    origin = "" if d.listener.owned else " (from systemd)"
+    paths = d.settings.paths
+    log.info("ready: socket %s%s, database %s, mirror %s", d.listener.path, origin, paths.db, paths.mirror_dir)
+    if d.notifier.enabled:
+        d.notifier.ready(status_line(d))
+        tasks.systemd = tg.create_task(
+            sdnotify.keep_alive(
+                d.notifier,
+                status=lambda: status_line(d),
+                progress=lambda: (d.link.inflight, d.state.batches - d.link.inflight),
+            ),
+            name="hookd-systemd",
+        )
+
+
+# -- stop ----------------------------------------------------------------------------------------
+async def _stop(d: Daemon, tasks: Tasks) -> int:
+    """Stop without losing what clients sent, in this order (each step needs the one before):
+
+    1. no more from the spool, no more rate samples, systemd told we are stopping;
+    2. followers told nothing more is coming, the control socket closed;
+    3. no more retention runs;
+    4. the event socket: stop accepting, read what clients already sent (server.stop);
+    5. flush the last batch and wait for every commit (acks are written as they commit);
+    6. close the connections kept open for those acks;
+    7. no more WAL checkpoints; close the writer (it commits, checkpoints, exits) and read
+       its last replies.
+
+    Returns the exit status: 0, or 1 when the writer did not exit cleanly.
+    """
+    log.info("stopping: no new connections; reading what clients already sent")
+    if tasks.systemd is not None:
+        tasks.systemd.cancel()
+        d.notifier.stopping("stopping: reading what clients already sent, committing it")
+    tasks.spool.cancel()
+    tasks.rates.cancel()
+    d.control.close()
+    await d.control_listener.stop()
+    tasks.retention.cancel()
+    await d.server.stop(d.settings.shutdown_grace)
+    await d.ingest.drain()
+    d.server.close_all()
+    d.control.close()  # control connections that came in while the event socket drained
+    tasks.checkpointer.cancel()
+    code = await d.link.close()
+    await tasks.replies
+    s = d.state
+    log.info(
+        "stopped: %d events committed, %d rejected, %d duplicates this run; %d connections (%d served at accept)",
+        s.committed,
+        sum(s.rejected.values()),
+        s.duplicates,
+        s.accepted,
+        s.quick,
+    )
+    return 0 if code == 0 else 1

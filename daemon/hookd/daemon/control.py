@@ -1,7 +1,8 @@
-"""Questions to a running daemon, on its own socket: ``!status`` and ``!follow``.
+"""Questions to a running daemon: ``!status`` and ``!follow``.
 
 A connection whose first byte is ``!`` is a control connection (JSON never starts with ``!``,
-so no event is mistaken for one). Its first line is a command:
+so no event is mistaken for one), on the control socket or the event socket; its bytes are
+read by a ``ControlProtocol`` (control_protocol.py). Its first line is a command:
 
     !status                         one JSON object, then the daemon closes the connection
     !follow {"type": T, "session": S, "after": EID}
@@ -27,12 +28,16 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hookd import __version__
 from hookd.daemon.ingest import Ingest
+from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch
 from hookd.settings import Settings
+
+if TYPE_CHECKING:
+    from hookd.daemon.control_protocol import ControlProtocol
 
 log = logging.getLogger("hookd.control")
 
@@ -51,32 +56,35 @@ class Follower:
 
 
 class Control:
-    """Answers control connections for one daemon."""
+    """Answers the control connections of one daemon, on both sockets, and keeps them.
 
-    def __init__(self, settings: Settings, ingest: Ingest, *, writer_pid: int | None = None) -> None:
+    Commits reach it through ``committed``, which app.py subscribes to ``Ingest.on_commit``.
+    """
+
+    def __init__(
+        self, settings: Settings, ingest: Ingest, state: DaemonState, *, writer_pid: int | None = None
+    ) -> None:
         self.settings = settings
         self.ingest = ingest
+        self.state = state
         self.writer_pid = writer_pid
-        self.started = time.time()
+        #: Every open control connection, on both sockets (bounded in control_protocol.py).
+        self.connections: set[ControlProtocol] = set()
         self.followers: dict[asyncio.Transport, Follower] = {}
-        self.server: Any = None  # set by app: connection counts
-        #: The control socket serving these commands, once it listens (set by app).
-        self.control_socket: str | None = None
         #: (monotonic time, committed) once a second: the rate over the last minute.
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=62)
-        ingest.on_commit.append(self._committed)
 
     async def sample_rates(self) -> None:
         """Owned by the daemon's TaskGroup: one sample a second."""
         while True:
-            self._samples.append((time.monotonic(), self.ingest.stats.committed))
+            self._samples.append((time.monotonic(), self.state.committed))
             await asyncio.sleep(1.0)
 
     def _rate(self, window: float) -> float:
         if not self._samples:
             return 0.0
         now = time.monotonic()
-        t1, c1 = now, self.ingest.stats.committed
+        t1, c1 = now, self.state.committed
         old = [(t, c) for t, c in self._samples if now - t <= window + 0.5]
         t0, c0 = old[0] if old else self._samples[-1]
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
@@ -108,8 +116,12 @@ class Control:
             transport.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
             transport.close()
 
+    def count(self, name: str) -> None:
+        """A control connection closed by the daemon (``idle_timeout``): counted with the rest."""
+        self.ingest.count(name)
+
     def status(self) -> dict[str, Any]:
-        s = self.ingest.stats
+        s = self.state
         p = self.settings.paths
         link = self.ingest.link
         return {
@@ -118,10 +130,10 @@ class Control:
             "pid": os.getpid(),
             "writer_pid": self.writer_pid,
             "version": __version__,
-            "started": self.started,
-            "uptime": round(time.time() - self.started, 3),
+            "started": s.started,
+            "uptime": round(time.time() - s.started, 3),
             "socket": str(p.socket),
-            "control_socket": self.control_socket,
+            "control_socket": s.control_socket,
             "db": str(p.db),
             "mirror_dir": str(p.mirror_dir),
             "spool_dir": str(p.spool_dir),
@@ -135,7 +147,7 @@ class Control:
                 "spooled": s.spooled,
                 "acked": s.acked,
                 "batches": s.batches,
-                "connections": getattr(self.server, "accepted", 0),
+                "connections": s.accepted,
                 "connections_closed": dict(s.connections),  # refused_uid, idle_timeout
                 "retention_deleted": sum(s.deleted.values()),
             },
@@ -166,7 +178,10 @@ class Control:
         transport.write(b'{"ok":true,"committed_eid":%d}\n' % f.last_eid)
 
     def close(self) -> None:
-        """At shutdown: followers are told nothing more is coming, by the end of the stream."""
+        """At shutdown: close every control connection; followers are told nothing more is
+        coming, by the end of the stream."""
+        for proto in list(self.connections):
+            proto.close()
         for t in list(self.followers):
             t.close()
         self.followers.clear()
@@ -176,7 +191,8 @@ class Control:
         if self.followers.pop(transport, None) is not None and not self.followers:
             self.ingest.keep_events = False
 
-    def _committed(self, batch: Batch, dups: list[list[int]]) -> None:
+    def committed(self, batch: Batch, dups: list[list[int]]) -> None:
+        """A batch was committed: push its events to the followers (see the module's doc)."""
         if not self.followers:
             return
         if batch.events is None:

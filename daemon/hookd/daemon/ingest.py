@@ -16,49 +16,37 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 from hookd import wire
-from hookd.daemon.server import FlowControl
+from hookd.daemon.flow import FlowControl
+from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch, Replier, WriterLink, error_reply
 from hookd.framing import EidClock, Framer, Peer, Rejection, preview
 from hookd.settings import Settings
 
 log = logging.getLogger("hookd.pipeline")
 
-
-@dataclass
-class Stats:
-    """Counters since this daemon started."""
-
-    started: float = field(default_factory=time.time)
-    received: int = 0  # lines that were events (framed fine), from sockets and the spool
-    spooled: int = 0  # of those, read from spool files
-    committed: int = 0  # events committed to SQLite and the mirror
-    duplicates: int = 0  # events not stored again because their client id was known
-    acked: int = 0  # acknowledgements sent
-    rejected: Counter[str] = field(default_factory=Counter)
-    #: Connections refused or closed by the server, by reason: ``refused_uid``, ``idle_timeout``.
-    connections: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
-    #: events deleted by retention, by rule ("age", "size")
-    deleted: Counter[str] = field(default_factory=Counter)
-    #: What the writer is doing: ``ok``, or ``waiting for a database lock``, ``waiting for disk space``
-    #: (its own words, with the retries so far), and since when (epoch seconds).
-    writer_state: str = "ok"
-    writer_state_since: float = field(default_factory=time.time)
+#: Called as (batch, duplicates) after each commit, duplicates as [row index, known eid] pairs.
+CommitCallback = Callable[[Batch, list[list[int]]], None]
 
 
 class Ingest:
-    """The server's LineSink: frames lines and batches them for the writer."""
+    """The server's LineSink: frames lines and batches them for the writer.
 
-    def __init__(self, settings: Settings, link: WriterLink, flow: FlowControl) -> None:
+    Reads ``batch_size``, ``batch_delay`` and ``max_inflight`` live from ``settings``; the
+    framer holds the live ``aliases`` dict (a reload updates it in place, see app.reload).
+    Counts into the shared ``DaemonState`` (as ``stats``).
+    """
+
+    def __init__(self, settings: Settings, link: WriterLink, flow: FlowControl, state: DaemonState) -> None:
         self.settings = settings
         self.link = link
         self.flow = flow
-        self.stats = Stats()
-        self.framer = Framer(EidClock(link.max_eid), aliases=dict(settings.aliases))
+        self.stats = state
+        self.framer = Framer(EidClock(link.max_eid))
+        # The live dict, not a copy (Framer's argument would swap an empty one for its own).
+        self.framer.aliases = settings.aliases
         #: Spool files handed to the writer and not yet committed: a rescan must skip them.
         self.spool_inflight: set[str] = set()
         self._seq = 0
@@ -74,8 +62,9 @@ class Ingest:
         self._loop = asyncio.get_running_loop()
         link.on_done.append(self._done)
         link.on_state.append(self._writer_state)
-        #: Called as (batch, duplicates) after each commit (followers of ``hookd tail -f``).
-        self.on_commit: list[Any] = []
+        #: Told of each commit, after the acknowledgements (app.py subscribes the followers'
+        #: ``Control.committed``).
+        self.on_commit: list[CommitCallback] = []
         #: Keep each batch's rows until it is committed, for followers.
         self.keep_events = False
         #: The highest eid committed so far by this daemon (0: none yet).
