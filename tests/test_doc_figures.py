@@ -28,8 +28,7 @@ import hookd_client
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
 from hookd import cli, config, framing, wire
 from hookd.daemon import app as daemon_app
-from hookd.daemon import control_listener, retention_schedule, sdnotify
-from hookd.daemon import server as event_server
+from hookd.daemon import control_protocol, limits, retention_schedule, sdnotify
 from hookd.ops import githooks
 from hookd.paths import Paths
 from hookd.settings import Settings
@@ -59,7 +58,7 @@ def _unit_seconds(key: str) -> float:
 #: ``hookd tail``'s default for ``-n``.
 TAIL_LINES: int = cli.build_parser().parse_args(["tail"]).lines
 #: Uids refused are logged once per this many seconds.
-REFUSED_LOG_INTERVAL: float = inspect.signature(event_server.LogThrottle).parameters["interval"].default
+REFUSED_LOG_INTERVAL: float = inspect.signature(limits.LogThrottle).parameters["interval"].default
 WATCHDOG_SEC = _unit_seconds("WatchdogSec")
 #: How often keep_alive pings the watchdog under the shipped unit.
 WATCHDOG_PING = min(sdnotify.STATUS_INTERVAL, WATCHDOG_SEC / 2)
@@ -152,8 +151,8 @@ FIGURES = [
     Figure("docs/configuration.md", r"Deletion runs in steps of at most (\d+) events", wire.STEP_ROWS),
     Figure("docs/operations.md", r"deletes what is due in steps of at most (\d+) events", wire.STEP_ROWS),
     # the control socket, the event format, the mirror
-    Figure("docs/architecture.md", r"its own bounds \((\d+) connections", control_listener.MAX_CONNECTIONS),
-    Figure("docs/protocol.md", r"at most (\d+) are open at once", control_listener.MAX_CONNECTIONS),
+    Figure("docs/architecture.md", r"its own bounds \((\d+) connections", control_protocol.MAX_CONNECTIONS),
+    Figure("docs/protocol.md", r"at most (\d+) are open at once", control_protocol.MAX_CONNECTIONS),
     Figure("docs/protocol.md", r"logs once per uid per (minute)", REFUSED_LOG_INTERVAL),
     Figure("docs/protocol.md", r"since the epoch × 2\^(\d+)", framing.EidClock.SHIFT),
     Figure("docs/protocol.md", r"`eid >> (\d+)` is the receive time", framing.EidClock.SHIFT),
