@@ -152,3 +152,16 @@ def test_the_writer_process_loads_no_event_loop() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_architecture_doc_lists_every_module() -> None:
+    """docs/architecture.md's module map cannot drift from the package."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if path.name == "__init__.py" or rel == "__main__.py":
+            continue
+        if f"| `{rel}` |" not in doc:
+            missing.append(rel)
+    assert missing == [], f"not in the module map of docs/architecture.md: {missing}"
