@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hookd import __version__, config
-from hookd.errors import EXIT_MEANINGS, Exit, HookdError, UsageError
+from hookd.errors import EXIT_MEANINGS, ConfigError, Exit, HookdError, UsageError
 from hookd.framing import normalize_type
-from hookd.paths import PATH_RULES
+from hookd.paths import PATH_RULES, check_socket_path
 from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings
 
 log = logging.getLogger("hookd")
@@ -158,12 +158,22 @@ def _status_parser(sub: argparse._SubParsersAction) -> None:
         "is the daemon up, what has it stored, which event types are live",
         "Show whether the daemon runs (pid, uptime, paths), what it did since it "
         "started (received, committed, rejected, spooled, queue, rate) and in total, and per "
-        "event type: count, last seen, events in the last hour and a state: live (seen within "
-        "stale_after), stale (silent longer), never (expected in the configuration, never "
-        "seen). Works with the daemon down, from the database. Exit 0 when the daemon runs, "
-        "3 when it does not.",
+        "event type: count, last seen, events in the last hour and a state: never (expected in "
+        "the configuration, never seen), stale (silent longer than stale_after), future (its last "
+        "ts is ahead of this clock) or live, problems listed first. Works with the daemon down, "
+        "from the database. Exit 0 when the daemon runs, 3 when it does not; with --check, 0 or 1. "
+        "A configuration error is printed first, the rest is shown without the bad setting, "
+        "and the exit status is 2.",
+        example="example, a crontab line (cron mails what a command prints): */15 * * * * hookd status --check",
     )
     status.add_argument("--json", action="store_true", help="print one JSON object (keys in docs/operations.md)")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="for monitoring: print one line per problem (an expected type never seen, stale or in the future; "
+        "spool files waiting with no daemon; a daemon that does not answer) and exit 1 if there is one, "
+        "else print nothing and exit 0",
+    )
     _add_config_flags(status)
 
 
@@ -175,7 +185,10 @@ def _tail_parser(sub: argparse._SubParsersAction) -> None:
         "Print the last N events (oldest first), optionally only of one type or "
         "session or since a time. With -f, keep printing events as the daemon commits them: "
         "the daemon pushes them (no polling); a restart of the daemon is waited out. "
-        "Ctrl-C ends it (exit 130).",
+        "Ctrl-C ends it (exit 130). On a terminal, one line per event cut to its width: local "
+        "time, type, session and the event's key fields (tool and command or file, prompt, "
+        "commit subject...); into a pipe or file, or with --full, the whole event on each line "
+        "(UTC time).",
     )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     tail.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="how many past events (default 10)")
@@ -183,6 +196,7 @@ def _tail_parser(sub: argparse._SubParsersAction) -> None:
     tail.add_argument("--session", metavar="S", help="only events of session S")
     tail.add_argument("--since", metavar="WHEN", help="only events from WHEN on: 30m, 1h, 2d ago, or a time")
     tail.add_argument("--json", action="store_true", help="one JSON object per line: eid, type, ts, session, id, data")
+    tail.add_argument("--full", action="store_true", help="on a terminal too, print each event whole (as into a pipe)")
     _add_config_flags(tail)
 
 
@@ -192,12 +206,21 @@ def _query_parser(sub: argparse._SubParsersAction) -> None:
         "query",
         "run a read-only SQL query against the database",
         "Run one SQL statement on a read-only connection to the database and print "
-        "the result as a table (or JSON lines). Writing statements fail: the database belongs "
-        "to the daemon. Tables and views: see docs/protocol.md.",
+        "the result as a table (or JSON lines). Only reading is allowed: SELECT (WITH, "
+        "functions) and the PRAGMAs that only read, such as table_info(T), table_list and "
+        "index_list(T); anything else (writes, ATTACH, other PRAGMAs, transactions) is refused "
+        "before it runs (exit 1), an empty statement is a usage error (exit 2). In the table, "
+        "newlines, tabs and other control characters are escaped (\\n, \\t) so one row is one line. "
+        "Tables and views: see docs/protocol.md.",
         example='example: hookd query "SELECT type, count FROM event_types ORDER BY count DESC"',
     )
     query.add_argument("sql", metavar="SQL")
-    query.add_argument("--json", action="store_true", help="one JSON object per row")
+    query.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per row; a column named data holding a JSON object or array is included as JSON, "
+        "not as a string",
+    )
     _add_config_flags(query)
 
 
@@ -210,7 +233,12 @@ def _config_parser(sub: argparse._SubParsersAction) -> None:
         "value (flag, environment variable, file, default) in a comment. Checks the file: an "
         "unknown key or a bad value is an error (exit 2) that names it.",
     )
-    cfg.add_argument("--json", action="store_true", help="print [{key, value, source}, ...] as JSON")
+    cfg.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object: {"file": the configuration file, "loaded": whether it was read, '
+        '"keys": [{"key", "value", "source"}, ...]}',
+    )
     _add_config_flags(cfg)
 
 
@@ -241,13 +269,18 @@ def _emit_parser(sub: argparse._SubParsersAction) -> None:
         description="Send one event. KEY=VALUE sets a string field; KEY:=JSON sets a field "
         "to a JSON value (number, true, object...). Exit 0 when the daemon took it or it was "
         "spooled for later (a note on stderr says so); with --wait, 0 once committed, 1 if not; "
-        "2 for a TYPE or field hookd cannot send as written.",
+        "2 for a TYPE or field hookd cannot send as written, or a configuration error. The "
+        "socket and the spool are chosen as by every hookd command, [paths] of the configuration "
+        "file included (the clients hookd-emit and hookd_client do not read the file: "
+        "set HOOKD_SOCKET for them).",
         epilog="example: hookd emit deploy service=api ok:=true duration_ms:=812",
     )
     emit.add_argument("type", metavar="TYPE", help="event type, e.g. tool or git_commit")
     emit.add_argument("fields", nargs="*", default=[], metavar="KEY=VALUE|KEY:=JSON")
     emit.add_argument("--wait", action="store_true", help="wait until the event is committed and print its eid")
+    emit.add_argument("--config", metavar="FILE", help="configuration file (HOOKD_CONFIG), for its [paths]")
     add_key_flag(emit, KEYS_BY_NAME["paths.socket"])
+    add_key_flag(emit, KEYS_BY_NAME["paths.spool_dir"])
 
 
 def _service_parsers(sub: argparse._SubParsersAction) -> None:
@@ -341,6 +374,39 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return config.load(args)
 
 
+def looking_settings(args: argparse.Namespace) -> tuple[Settings, list[ConfigError]]:
+    """The settings of a command that only looks (status, tail, query), without what cannot be
+    used: a broken configuration must not hide what the database still shows. Each error is
+    printed first; the command then runs, and ``despite`` makes its exit status 2."""
+    settings, problems = config.load_lenient(args)
+    for e in problems:
+        print(f"hookd: error: {e} (left out: going on without it)", file=sys.stderr)
+    return settings, problems
+
+
+def despite(problems: Sequence[ConfigError], run: Callable[[], int]) -> int:
+    """``run()``'s status, or 2 after configuration errors (printed by looking_settings): a
+    script must see them even when the rest worked. A failure of its own is printed too."""
+    if not problems:
+        return run()
+    try:
+        run()
+    except HookdError as e:
+        print(f"hookd: error: {e}", file=sys.stderr)
+    return int(Exit.USAGE)
+
+
+def socket_activated() -> bool:
+    """Whether systemd passed this process its socket (then no path of ours is bound)."""
+    return os.environ.get("LISTEN_PID", "") == str(os.getpid()) and bool(os.environ.get("LISTEN_FDS"))
+
+
+def checked_socket(settings: Settings) -> Path:
+    """The socket path, refused (exit 2) when it is too long to bind or connect to."""
+    check_socket_path(settings.paths.socket, settings.sources.get("socket"))
+    return settings.paths.socket
+
+
 def parse_fields(pairs: Sequence[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for pair in pairs:
@@ -370,6 +436,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hookd.daemon.app import serve
 
     settings = settings_from(args)
+    if not socket_activated():  # refused here, before the daemon starts: not a bind traceback
+        checked_socket(settings)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
     return uvloop.run(serve(settings))
 
@@ -379,8 +447,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
     event_type_arg(args.type, "TYPE")  # checked only: the daemon normalizes and aliases it
     fields = parse_fields(args.fields)
-    if args.socket:
-        os.environ["HOOKD_SOCKET"] = args.socket
+    # The paths every hookd command uses ([paths] of the file included), handed to the client
+    # the way a hook would: its variables. A path too long to connect to is refused, not spooled.
+    settings = settings_from(args)
+    os.environ["HOOKD_SOCKET"] = str(checked_socket(settings))
+    os.environ["HOOKD_SPOOL_DIR"] = str(settings.paths.spool_dir)
     if args.wait:
         try:
             print(hookd_client.emit(args.type, fields, wait=True))
@@ -464,14 +535,29 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hookd.ops.status import gather_status, render_status
+    from hookd.ops.status import gather_status, render_problems, render_status
 
-    st = gather_status(settings_from(args))
-    if args.json:
-        print(json.dumps(st, indent=2))
-    else:
-        render_status(st, sys.stdout)
-    return Exit.OK if st["running"] else Exit.NOT_RUNNING
+    settings, problems = looking_settings(args)
+    try:
+        checked_socket(settings)
+    except ConfigError as e:  # the daemon cannot be asked; the database still answers
+        print(f"hookd: error: {e}", file=sys.stderr)
+        problems.append(e)
+
+    def show() -> int:
+        st = gather_status(settings)
+        st["config_errors"] = [str(e) for e in problems]
+        if args.json:
+            print(json.dumps(st, indent=2))
+        elif args.check:
+            render_problems(st, sys.stdout)
+        else:
+            render_status(st, sys.stdout)
+        if args.check:
+            return Exit.FAILURE if st["problems"] else Exit.OK
+        return Exit.OK if st["running"] else Exit.NOT_RUNNING
+
+    return despite(problems, show)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -481,16 +567,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
         raise UsageError("-n must be 0 or more")
     if args.type:  # an empty --type has always meant no filter
         args.type = event_type_arg(args.type, "--type")
+    settings, problems = looking_settings(args)
+    if args.follow:  # following needs the daemon's socket: refuse now rather than wait forever
+        checked_socket(settings)
     try:
-        return tail(settings_from(args), args)
+        return despite(problems, lambda: tail(settings, args))
     except BrokenPipeError:
         return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from hookd.ops.query import query
+    from hookd.ops.query import check_sql, query
 
-    return query(settings_from(args), args.sql, args.json)
+    check_sql(args.sql)  # an empty statement is a usage error before anything is opened
+    settings, problems = looking_settings(args)
+    return despite(problems, lambda: query(settings, args.sql, args.json))
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -505,10 +596,31 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def moved_client_paths() -> tuple[Settings, list[str]] | None:
+    """The configuration, and which of the paths clients use (socket, spool) its file moves;
+    None when it moves none or does not load. The clients (hookd-emit, hookd_client) read
+    variables only: a path set in the file is not where they look."""
+    try:
+        settings = config.load(None)
+    except HookdError:
+        return None  # `hookd config` says what is wrong; the commands asking this go on
+    moved = [a for a in ("socket", "spool_dir") if settings.sources.get(a, "").startswith("file ")]
+    return (settings, moved) if moved else None
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from hookd.ops.service import install
 
     install(dry_run=args.dry_run)
+    found = moved_client_paths()
+    if found is not None and "socket" in found[1]:
+        settings = found[0]
+        print(
+            f"note: {settings.config_path} sets [paths] socket = {settings.paths.socket}, but the service listens "
+            "on $XDG_RUNTIME_DIR/hookd/hookd.sock (hookd.socket's ListenStream=), where hooks look by default; "
+            "`hookd status` and `hookd tail -f` look at the file's path: remove it from the file, or move "
+            'both (docs/configuration.md, "Under systemd")'
+        )
     return 0
 
 
@@ -525,6 +637,15 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     action = githooks.install if args.hooks_command == "install-git" else githooks.uninstall
     for line in action(args.repo):
         print(line)
+    found = moved_client_paths()
+    if found is not None and args.hooks_command == "install-git":
+        settings, moved = found
+        env = " ".join(f"{PATH_RULES[a].env}={getattr(settings.paths, a)}" for a in moved)
+        print(
+            f"note: {settings.config_path} moves the {' and the '.join(PATH_LABELS[a] for a in moved)}; the hooks "
+            f"send with hookd-emit, which reads no configuration file: set {env} in the environment git runs "
+            "in (your shell profile), or their events go to the default socket"
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "format_duration",
     "format_size",
     "load",
+    "load_lenient",
     "parse_duration",
     "parse_size",
     "render_toml",
@@ -45,6 +47,22 @@ SECTIONS = sorted({k.name.split(".")[0] for k in KEYS} | {"types", "aliases"})
 TYPE_KEYS = ("expected", "stale_after", "max_age", "columns")
 #: Where each path came from, by the step of paths.choose that gave it.
 _PATH_SOURCES = {"home": "env HOOKD_HOME", "default": "default"}
+#: What load does with a value it cannot use: raise it (strict), or note it and go on without it.
+Report = Callable[[ConfigError], None]
+
+
+def _raise(e: ConfigError) -> None:
+    raise e
+
+
+@dataclass
+class Problems:
+    """The errors a lenient load went on without (``load_lenient``)."""
+
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def __call__(self, e: ConfigError) -> None:
+        self.errors.append(e)
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -54,18 +72,18 @@ def default_config_path(env: Mapping[str, str]) -> Path:
     return xdg_dir(env, "XDG_CONFIG_HOME", ".config") / "hookd" / "config.toml"
 
 
-def _read_file(path: Path, required: bool) -> dict[str, Any]:
+def _read_file(path: Path, required: bool, report: Report = _raise) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         if required:
-            raise ConfigError(f"configuration file {path} does not exist") from None
-        return {}
+            report(ConfigError(f"configuration file {path} does not exist"))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        report(ConfigError(f"{path}: not valid TOML: {e}"))
     except OSError as e:
-        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+        report(ConfigError(f"cannot read configuration file {path}: {e.strerror}"))
+    return {}
 
 
 def _type_name(name: str, where: str) -> str:
@@ -75,33 +93,47 @@ def _type_name(name: str, where: str) -> str:
     return norm
 
 
-def _parse_types(table: Any, where: str) -> tuple[dict[str, TypeConfig], dict[str, float | None]]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: [types] must be a table of [types.NAME] tables")
+def _parse_types(
+    table: Any, where: str, report: Report = _raise
+) -> tuple[dict[str, TypeConfig], dict[str, float | None]]:
     types: dict[str, TypeConfig] = {}
     max_ages: dict[str, float | None] = {}
+    if not isinstance(table, dict):
+        report(ConfigError(f"{where}: [types] must be a table of [types.NAME] tables"))
+        return types, max_ages
     for raw_name, spec in table.items():
         tw = f"{where}: [types.{raw_name}]"
-        name = _type_name(raw_name, tw)
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{tw} must be a table with keys {', '.join(TYPE_KEYS)}")
+        try:
+            name = _type_name(raw_name, tw)
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{tw} must be a table with keys {', '.join(TYPE_KEYS)}")
+        except ConfigError as e:
+            report(e)
+            continue
         tc = TypeConfig()
         for key, value in spec.items():
             try:
-                if key == "expected":
-                    tc.expected = parse_bool(value)
-                elif key == "stale_after":
-                    tc.stale_after = parse_duration(value)
-                elif key == "max_age":
-                    max_ages[name] = age_limit(value)
-                elif key == "columns":
-                    tc.columns = _parse_columns(value)
-                else:
-                    raise ConfigError(f"{tw}: unknown key {key!r} (known: {', '.join(TYPE_KEYS)})")
+                _type_key(tc, max_ages, name, key, value, tw)
             except ValueError as e:
-                raise ConfigError(f"{tw} {key}: {e}") from None
+                report(ConfigError(f"{tw} {key}: {e}"))
+            except ConfigError as e:
+                report(e)
         types[name] = tc
     return types, max_ages
+
+
+def _type_key(tc: TypeConfig, max_ages: dict[str, float | None], name: str, key: str, value: Any, tw: str) -> None:
+    """One key of ``[types.NAME]`` into ``tc`` (or ``max_ages``); ValueError for a bad value."""
+    if key == "expected":
+        tc.expected = parse_bool(value)
+    elif key == "stale_after":
+        tc.stale_after = parse_duration(value)
+    elif key == "max_age":
+        max_ages[name] = age_limit(value)
+    elif key == "columns":
+        tc.columns = _parse_columns(value)
+    else:
+        raise ConfigError(f"{tw}: unknown key {key!r} (known: {', '.join(TYPE_KEYS)})")
 
 
 def _parse_columns(value: Any) -> dict[str, str]:
@@ -117,14 +149,18 @@ def _parse_columns(value: Any) -> dict[str, str]:
     return out
 
 
-def _parse_aliases(table: Any, where: str) -> dict[str, str]:
+def _parse_aliases(table: Any, where: str, report: Report = _raise) -> dict[str, str]:
+    out: dict[str, str] = {}
     if not isinstance(table, dict):
-        raise ConfigError(f'{where}: [aliases] must be a table such as "OldName" = "new_name"')
-    out = {}
+        report(ConfigError(f'{where}: [aliases] must be a table such as "OldName" = "new_name"'))
+        return out
     for src, dst in table.items():
-        if not isinstance(dst, str):
-            raise ConfigError(f"{where}: [aliases] {src!r} must name a type, got {dst!r}")
-        out[_type_name(src, f"{where}: [aliases]")] = _type_name(dst, f"{where}: [aliases] {src}")
+        try:
+            if not isinstance(dst, str):
+                raise ConfigError(f"{where}: [aliases] {src!r} must name a type, got {dst!r}")
+            out[_type_name(src, f"{where}: [aliases]")] = _type_name(dst, f"{where}: [aliases] {src}")
+        except ConfigError as e:
+            report(e)
     return out
 
 
@@ -132,18 +168,20 @@ def load(
     args: Any = None,
     env: Mapping[str, str] | None = None,
     config_file: str | None = None,
+    report: Report = _raise,
 ) -> Settings:
     """Build the effective Settings. ``args`` is an argparse Namespace (or None): any of the
-    flags named in ``KEYS`` that are set override everything else."""
+    flags named in ``KEYS`` that are set override everything else. A value that cannot be
+    used is a ConfigError, given to ``report``: raised by default (see ``load_lenient``)."""
     env = os.environ if env is None else env
     config_file = config_file or getattr(args, "config", None)
     path, explicit = config_path(env, config_file)
-    data = _read_file(path, required=explicit)
-    values, sources = _file_values(data, path)
-    types, type_max_age = _parse_types(data.get("types", {}), str(path))
-    aliases = _parse_aliases(data.get("aliases", {}), str(path))
-    _override(values, sources, args, env)
-    paths = _choose_paths(values, sources, args, env)
+    data = _read_file(path, explicit, report)
+    values, sources = _file_values(data, path, report)
+    types, type_max_age = _parse_types(data.get("types", {}), str(path), report)
+    aliases = _parse_aliases(data.get("aliases", {}), str(path), report)
+    _override(values, sources, args, env, report)
+    paths = _choose_paths(values, sources, args, env, report)
     settings = Settings(paths=paths, **values)
     settings.types = types
     settings.type_max_age = type_max_age
@@ -153,7 +191,19 @@ def load(
     settings.sources = {k.attr: sources.get(k.attr, "default") for k in KEYS}
     settings.reload_args = args
     settings.reload_file = config_file
-    return settings.validate()
+    return settings.validate(None if report is _raise else report)
+
+
+def load_lenient(args: Any = None, env: Mapping[str, str] | None = None) -> tuple[Settings, list[ConfigError]]:
+    """Settings without what cannot be used, and the errors that were left out.
+
+    For the commands that only look (``hookd status``, ``tail``, ``query``): a broken file or
+    variable must not hide what the database can still show. A file that is not TOML at all
+    is left out whole; otherwise only the bad key (or the bad ``[types.NAME]`` key, alias,
+    variable or flag) is, and the rest, ``[paths]`` included, applies.
+    """
+    problems = Problems()
+    return load(args, env, report=problems), problems.errors
 
 
 def config_path(env: Mapping[str, str], config_file: str | None = None) -> tuple[Path, bool]:
@@ -164,24 +214,30 @@ def config_path(env: Mapping[str, str], config_file: str | None = None) -> tuple
     return default_config_path(env), False
 
 
-def _file_values(data: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+def _file_values(data: Mapping[str, Any], path: Path, report: Report = _raise) -> tuple[dict[str, Any], dict[str, str]]:
     """attr -> value of every key the file sets, and attr -> its source."""
     where = str(path)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for section, table in data.items():
         if section not in SECTIONS:
-            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            report(ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(SECTIONS)})"))
+            continue
         if section in ("types", "aliases"):
             continue
         if not isinstance(table, dict):
-            raise ConfigError(f"{where}: {section} must be a table: [{section}]")
+            report(ConfigError(f"{where}: {section} must be a table: [{section}]"))
+            continue
         for name, value in table.items():
             k = KEYS_BY_NAME.get(f"{section}.{name}")
-            if k is None:
-                known = ", ".join(n.split(".", 1)[1] for n in KEYS_BY_NAME if n.startswith(section + "."))
-                raise ConfigError(f"{where}: unknown key {name!r} in [{section}] (known: {known})")
-            values[k.attr] = _parse(k.parse, value, f"{where}: {k.name}")
+            try:
+                if k is None:
+                    known = ", ".join(n.split(".", 1)[1] for n in KEYS_BY_NAME if n.startswith(section + "."))
+                    raise ConfigError(f"{where}: unknown key {name!r} in [{section}] (known: {known})")
+                values[k.attr] = _parse(k.parse, value, f"{where}: {k.name}")
+            except ConfigError as e:
+                report(e)
+                continue
             sources[k.attr] = f"file {path}"
     return values, sources
 
@@ -202,23 +258,33 @@ def _flag_value(args: Any, key: Key) -> Any:
     return None if value in ([], ()) else value
 
 
-def _override(values: dict[str, Any], sources: dict[str, str], args: Any, env: Mapping[str, str]) -> None:
+def _override(
+    values: dict[str, Any], sources: dict[str, str], args: Any, env: Mapping[str, str], report: Report = _raise
+) -> None:
     """The variables, then the flags (the flag wins), over what the file said; not the paths."""
     for k in KEYS:
         if k.is_path:
             continue
         parse = k.override_parse or k.parse
+        given = []
         if k.env and env.get(k.env, ""):
-            values[k.attr] = _parse(parse, env[k.env], k.env)
-            sources[k.attr] = f"env {k.env}"
+            given.append((env[k.env], k.env, f"env {k.env}"))
         flag = _flag_value(args, k)
         if flag is not None:
             option = k.flag.option  # type: ignore[union-attr]
-            values[k.attr] = _parse(parse, flag, option)
-            sources[k.attr] = f"flag {option}"
+            given.append((flag, option, f"flag {option}"))
+        for raw, label, source in given:
+            try:
+                values[k.attr] = _parse(parse, raw, label)
+            except ConfigError as e:
+                report(e)
+                continue
+            sources[k.attr] = source
 
 
-def _choose_paths(values: dict[str, Any], sources: dict[str, str], args: Any, env: Mapping[str, str]) -> Paths:
+def _choose_paths(
+    values: dict[str, Any], sources: dict[str, str], args: Any, env: Mapping[str, str], report: Report = _raise
+) -> Paths:
     """Each path by the one precedence rule (paths.choose), the file's value as one of its steps."""
     chosen: dict[str, Path] = {}
     for k in KEYS:
@@ -226,7 +292,11 @@ def _choose_paths(values: dict[str, Any], sources: dict[str, str], args: Any, en
             continue
         flag = _flag_value(args, k)
         if flag is not None:
-            flag = _parse(k.parse, flag, k.flag.option)  # type: ignore[union-attr]
+            try:
+                flag = _parse(k.parse, flag, k.flag.option)  # type: ignore[union-attr]
+            except ConfigError as e:
+                report(e)
+                flag = None
         chosen[k.attr], step = choose(k.attr, env, flag=flag, file=values.pop(k.attr, None))
         if step == "flag":
             sources[k.attr] = f"flag {k.flag.option}"  # type: ignore[union-attr]

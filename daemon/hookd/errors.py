@@ -24,7 +24,7 @@ class Exit(IntEnum):
 #: One line per exit status, for ``hookd --help``; the docs' table says the same at more length.
 EXIT_MEANINGS: Final[dict[Exit, str]] = {
     Exit.OK: "success (also a clean stop of `hookd run` by SIGTERM or SIGINT)",
-    Exit.FAILURE: "a runtime failure; the message says which",
+    Exit.FAILURE: "a runtime failure, or a problem found by `hookd status --check`; the message says which",
     Exit.USAGE: "a usage or configuration error: a bad argument, flag, variable or file",
     Exit.NOT_RUNNING: "`hookd status`: the daemon is not running",
     Exit.INTERRUPTED: "interrupted by Ctrl-C (SIGINT), except `hookd run`",

@@ -46,6 +46,35 @@ def control_path(socket: Path) -> Path:
     return socket.with_name(socket.name + ".ctl")
 
 
+#: ``sun_path`` of ``struct sockaddr_un`` on Linux: 108 bytes, the terminating NUL included, so
+#: a socket path has at most 107 bytes. bind and connect refuse a longer one.
+SUN_PATH_MAX: Final = 108
+#: What a user can do about a path that is too long, in every message that says so.
+_SHORTER = "choose a shorter one: HOOKD_HOME=DIR, --socket PATH or HOOKD_SOCKET (or [paths] socket in the config file)"
+
+
+def socket_path_fits(path: Path) -> bool:
+    """Whether ``path`` can be bound or connected to (AF_UNIX: under ``SUN_PATH_MAX`` bytes)."""
+    return len(os.fsencode(path)) < SUN_PATH_MAX
+
+
+def check_socket_path(path: Path, source: str | None = None) -> None:
+    """Refuse a socket path too long for AF_UNIX, before anything binds, connects or waits.
+
+    A usage error (exit 2): today's bind gives a traceback and a connect "AF_UNIX path too
+    long", which ``hookd tail -f`` would wait out forever. Only the event socket's path is
+    checked: when its control socket (``<socket>.ctl``, 4 bytes longer) alone does not fit,
+    the daemon runs without one and logs so, and the CLI asks on the event socket.
+    """
+    size = len(os.fsencode(path))
+    if size >= SUN_PATH_MAX:
+        where = f" (from {source})" if source else ""
+        raise ConfigError(
+            f"socket path {path}{where} is {size} bytes, over the limit for Unix sockets "
+            f"({SUN_PATH_MAX - 1} bytes; {SUN_PATH_MAX} with the terminating NUL); {_SHORTER}"
+        )
+
+
 def xdg_dir(env: Mapping[str, str], var: str, fallback: str) -> Path:
     value = env.get(var, "")
     # The XDG spec says relative values are invalid and must be ignored.

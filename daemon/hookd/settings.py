@@ -10,8 +10,9 @@ tests hold docs/configuration.md to it. gunicorn's ``Setting`` classes are the m
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -392,30 +393,51 @@ class Settings:
     reload_args: Any = None
     reload_file: str | None = None
 
-    def validate(self) -> Settings:
+    def validate(self, report: Callable[[ConfigError], None] | None = None) -> Settings:
         """Every key within its range (the error names where a bad value came from), then the
-        rules that span keys: per-type ages and aliases."""
+        rules that span keys: per-type ages and aliases.
+
+        With ``report``, a value that breaks a rule is given to it and left out instead (a key
+        back to its default, the type's age or the alias dropped): see config.load_lenient.
+        """
         for key in KEYS:
             value = key.value(self)
             try:
                 key.check(value)
             except ValueError as e:
                 label = key.label(self.sources.get(key.attr, "default"))
-                raise ConfigError(f"{label}: {e}, got {_shown(key, value)}") from None
-        self._validate_types()
+                error = ConfigError(f"{label}: {e}, got {_shown(key, value)}")
+                if report is None or key.is_path:
+                    raise error from None
+                report(error)
+                setattr(self, key.attr, key.default)
+                self.sources[key.attr] = "default"
+        for error, drop in self._type_errors():
+            if report is None:
+                raise error
+            report(error)
+            drop()
         return self
 
-    def _validate_types(self) -> None:
-        for etype, value in self.type_max_age.items():
+    def _type_errors(self) -> Iterator[tuple[ConfigError, Callable[[], None]]]:
+        """Each broken per-type rule, and how to leave it out."""
+        for etype, value in list(self.type_max_age.items()):
+            drop = functools.partial(self.type_max_age.pop, etype)
             if not TYPE_RE.fullmatch(etype):
                 better = normalize_type(etype)
                 hint = f"; did you mean {better!r}?" if better else ""
-                raise ConfigError(f"type_max_age: {etype!r} is not an event type name as stored{hint}")
-            if value is not None and not value > 0:
-                raise ConfigError(f"max age of type {etype!r} must be a positive duration or forever, got {value!r}")
-        for alias, target in self.aliases.items():
+                yield ConfigError(f"type_max_age: {etype!r} is not an event type name as stored{hint}"), drop
+            elif value is not None and not value > 0:
+                yield (
+                    ConfigError(f"max age of type {etype!r} must be a positive duration or forever, got {value!r}"),
+                    drop,
+                )
+        for alias, target in list(self.aliases.items()):
             if target in self.aliases:
-                raise ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)")
+                yield (
+                    ConfigError(f"alias {alias} -> {target}: {target} is itself an alias (no chains)"),
+                    functools.partial(self.aliases.pop, alias),
+                )
 
 
 def _shown(key: Key, value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from hookd import records
 from hookd.errors import DaemonDown, StoreError
-from hookd.paths import control_path
+from hookd.paths import control_path, socket_path_fits
 
 EVENT_COLUMNS = ", ".join(records.BASE_COLUMNS)
 
@@ -37,14 +37,19 @@ def ask(sock_path: Path, command: str, timeout: float | None = 3.0) -> socket.so
 
     The daemon's control socket (``<socket>.ctl``) is asked first: it answers even while the
     event socket is paused by backpressure. Where there is none (a daemon not started yet under
-    socket activation, which the event socket then starts), the event socket is asked.
+    socket activation, which the event socket then starts, or a control path too long to bind),
+    the event socket is asked.
     """
-    try:
-        return _send_command(control_path(sock_path), command, timeout)
-    except (FileNotFoundError, ConnectionRefusedError):
-        pass
-    except OSError as e:
-        raise DaemonDown(f"no daemon answers at {control_path(sock_path)} ({e.strerror or e})") from None
+    ctl = control_path(sock_path)
+    # A control path over the AF_UNIX limit was never bound (the daemon logged that it runs
+    # without one): ask on the event socket instead of failing as if no daemon ran.
+    if socket_path_fits(ctl):
+        try:
+            return _send_command(ctl, command, timeout)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        except OSError as e:
+            raise DaemonDown(f"no daemon answers at {ctl} ({e.strerror or e})") from None
     try:
         return _send_command(sock_path, command, timeout)
     except OSError as e:

@@ -6,13 +6,19 @@ import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from hookd import spool
 from hookd.ops.reading import daemon_status, open_readonly
+from hookd.ops.show import ago, local_time
 from hookd.paths import daemon_running
 from hookd.settings import Settings
+
+#: Every state of a type, problems first: the order of the table and of ``summary``.
+STATES: Final = ("never", "stale", "future", "live")
+#: How far ahead of this clock an event's ts may be and still count as now (a client's clock a
+#: little ahead); beyond it the type is ``future``: its staleness cannot be judged.
+FUTURE_SLACK: Final = 60.0
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -46,8 +52,46 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
             seen = _types_seen(conn, now)
     types = _type_states(settings, seen, now)
     out["types"] = types
-    out["summary"] = {s: sum(1 for t in types.values() if t["state"] == s) for s in ("live", "stale", "never")}
+    out["summary"] = {
+        s: sum(1 for t in types.values() if t["state"] == s) for s in ("live", "stale", "never", "future")
+    }
+    out["problems"] = problems(out, now)
     return out
+
+
+def problems(st: dict[str, Any], now: float) -> list[str]:
+    """One line per thing a monitor should hear about (``hookd status --check``): an expected
+    type that is never seen, stale, or in the future, and a daemon that is needed but absent."""
+    out = []
+    for name, t in sorted(st["types"].items(), key=_problems_first):
+        if not t["expected"] or t["state"] == "live":
+            continue
+        if t["state"] == "never":
+            out.append(f"{name}: never seen (expected = true in the configuration)")
+        elif t["state"] == "stale":
+            out.append(
+                f"{name}: stale: last seen {ago(now - t['last_ts'])} ({local_time(t['last_ts'])}), "
+                f"stale after {_duration(t['stale_after'])}"
+            )
+        else:
+            out.append(
+                f"{name}: its last ts is in the future ({local_time(t['last_ts'])}, {ago(now - t['last_ts'])}): "
+                "a client's clock or ts unit is wrong, and whether it is live cannot be told"
+            )
+    if not st["running"] and st["spool_waiting"]:
+        out.append(f"the daemon is not running and {st['spool_waiting']} spool file(s) wait in {st['spool_dir']}")
+    elif st["running"] and st["daemon"] is None:
+        out.append("the daemon holds its lock but did not answer within 3 s (flooded or stuck? see its log)")
+    return out
+
+
+def _problems_first(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
+    name, t = item
+    return STATES.index(t["state"]), name
+
+
+def _duration(seconds: float) -> str:
+    return ago(seconds).removesuffix(" ago")
 
 
 @dataclass(frozen=True)
@@ -87,7 +131,7 @@ def _types_seen(conn: sqlite3.Connection, now: float) -> dict[str, TypeSeen]:
 
 
 def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> dict[str, dict[str, Any]]:
-    """Per type, seen or expected: live, stale or never, with its figures."""
+    """Per type, seen or expected: live, stale, never or future, with its figures."""
     types: dict[str, dict[str, Any]] = {}
     for etype in sorted(set(seen) | {t for t, tc in settings.types.items() if tc.expected}):
         tc = settings.types.get(etype)
@@ -95,6 +139,8 @@ def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> d
         row = seen.get(etype)
         if row is None:
             state = "never"
+        elif row.last_ts > now + FUTURE_SLACK:
+            state = "future"  # not "0s ago, live": one event stamped ahead would hide staleness for good
         elif now - row.last_ts <= stale_after:
             state = "live"
         else:
@@ -114,20 +160,6 @@ def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> d
 def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
     """``{"rejected.bad_ts": 3}`` with prefix ``"rejected."`` -> ``{"bad_ts": 3}``."""
     return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
-def _time(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _uptime(seconds: float) -> str:
@@ -182,12 +214,20 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         w("\nno events stored yet\n")
         return
     width = max(12, *(len(t) for t in types))
-    w(f"\n{'TYPE':<{width}}  {'STATE':<5}  {'COUNT':>10}  {'LAST SEEN':<19}  {'':<9}  {'LAST HOUR':>9}\n")
-    for name, t in types.items():
-        ago = _ago(now - t["last_ts"]) if t["last_ts"] is not None else ""
+    w(f"\n{'TYPE':<{width}}  {'STATE':<6}  {'COUNT':>10}  {'LAST SEEN':<19}  {'':<9}  {'LAST HOUR':>9}\n")
+    for name, t in sorted(types.items(), key=_problems_first):  # never, stale, future, then live
+        when = ago(now - t["last_ts"]) if t["last_ts"] is not None else ""
         w(
-            f"{name:<{width}}  {t['state']:<5}  {t['count']:>10,}  {_time(t['last_ts']):<19}  {ago:<9}  "
+            f"{name:<{width}}  {t['state']:<6}  {t['count']:>10,}  {local_time(t['last_ts']):<19}  {when:<9}  "
             f"{t['last_hour']:>9,}\n"
         )
     sm = st["summary"]
-    w(f"\n{sm['live']} live, {sm['stale']} stale, {sm['never']} never\n")
+    future = f", {sm['future']} future (ts ahead of this clock)" if sm["future"] else ""
+    w(f"\n{sm['live']} live, {sm['stale']} stale, {sm['never']} never{future}\n")
+
+
+def render_problems(st: dict[str, Any], out: TextIO) -> None:
+    """``hookd status --check``: one line per problem, nothing when all is well (cron mails
+    only what a command prints)."""
+    for line in st["problems"]:
+        out.write(f"hookd: {line}\n")

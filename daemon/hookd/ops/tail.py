@@ -1,9 +1,16 @@
-"""``hookd tail`` (``-f``: follow events as they commit)."""
+"""``hookd tail`` (``-f``: follow events as they commit).
+
+Two line formats. Into a pipe or a file (and with ``--full``): the whole event, UTC time to the
+millisecond, as before, for grep and scripts. On a terminal: one line per event, local time as
+``hookd status`` shows it, then the type, the session and the event's key fields
+(ops/summary.py), cut to the terminal's width so that one event is one line.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -13,6 +20,8 @@ from typing import Any, TextIO
 from hookd.errors import DaemonDown, HookdError, StoreError, UsageError
 from hookd.framing import normalize_type, parse_ts
 from hookd.ops.reading import ask, event_json, open_readonly, select_events
+from hookd.ops.show import cut, local_time, one_line
+from hookd.ops.summary import summary
 from hookd.settings import Settings
 from hookd.values import parse_duration
 
@@ -32,13 +41,39 @@ def since_value(text: str, now: float) -> float:
         ) from None
 
 
-def format_event(ev: dict[str, Any], as_json: bool) -> str:
+def format_event(ev: dict[str, Any], as_json: bool, width: int | None = None) -> str:
+    """``--json``: the event as JSON; ``width`` (a terminal's): the one-line summary cut to it;
+    otherwise the whole event after its UTC time, type and session."""
     if as_json:
         return json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
+    if width is not None:
+        return cut(f"{local_time(ev['ts'])} {ev['type']}{_session(ev)} {summary(ev['type'], ev['data'])}", width)
     t = datetime.fromtimestamp(ev["ts"], UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     session = f" [{ev['session']}]" if ev.get("session") else ""
     data = json.dumps(ev["data"], ensure_ascii=False, separators=(",", ":"))
     return f"{t} {ev['type']}{session} {data}"
+
+
+def _session(ev: dict[str, Any]) -> str:
+    """`` [8f2c1a2b]``: a session key, its first 8 characters when long (a Claude Code session
+    id is a 36-character UUID; 8 tell sessions apart at a glance)."""
+    session = ev.get("session")
+    if not session:
+        return ""
+    return f" [{one_line(session if len(session) <= 12 else session[:8])}]"
+
+
+def terminal_width(out: TextIO, args: Any) -> int | None:
+    """The width to cut summary lines to, or None for whole events: ``--json``, ``--full``, or
+    output that is not a terminal. Asked for each line: a terminal can be resized meanwhile."""
+    if args.json or getattr(args, "full", False):
+        return None
+    try:
+        if not out.isatty():
+            return None
+        return os.get_terminal_size(out.fileno()).columns or 80
+    except (OSError, ValueError):  # not a real file (tests' StringIO), or closed
+        return None
 
 
 def tail(settings: Settings, args: Any, out: TextIO = sys.stdout) -> int:
@@ -56,7 +91,7 @@ def tail(settings: Settings, args: Any, out: TextIO = sys.stdout) -> int:
         with contextlib.closing(open_readonly(settings.paths.db)) as conn:
             rows = select_events(conn, etype=etype, session=args.session, since=since, limit=limit)
             for row in rows:
-                out.write(format_event(event_json(row), args.json) + "\n")
+                out.write(format_event(event_json(row), args.json, terminal_width(out, args)) + "\n")
             last = rows[-1][0] if rows else (conn.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0])
     elif not args.follow:
         raise StoreError(f"no database at {settings.paths.db} yet: nothing has been stored")
@@ -66,7 +101,7 @@ def tail(settings: Settings, args: Any, out: TextIO = sys.stdout) -> int:
     for ev in follow(settings, etype, args.session, last):
         if since is not None and ev["ts"] < since:
             continue
-        out.write(format_event(ev, args.json) + "\n")
+        out.write(format_event(ev, args.json, terminal_width(out, args)) + "\n")
         out.flush()
     return 0
 
