@@ -38,8 +38,6 @@ KNOWN = {
     "hookd/config.py:load",
     "hookd/daemon/app.py:serve",
     "hookd/ops/status.py:gather_status",
-    "hookd/writer/importer.py:import_files",
-    "hookd/writer/writer.py:_commit_once",
 }
 
 

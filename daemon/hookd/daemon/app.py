@@ -153,6 +153,8 @@ async def serve(settings: Settings) -> int:
         link.send_views(view_columns(settings))
         flow = FlowControl()
         ingest = Ingest(settings, link, flow)
+        retention = retention_schedule.RetentionSchedule(settings, link, ingest.stats)
+        link.subscribe(committed=ingest.committed, state=ingest.writer_state, retained=retention.retained)
         server = Server(
             listener,
             ingest,
@@ -179,7 +181,7 @@ async def serve(settings: Settings) -> int:
             )
             replies = tg.create_task(link.read_replies(), name="hookd-writer-replies")
             cp = tg.create_task(checkpointer(settings, link), name="hookd-checkpointer")
-            rt = tg.create_task(retention_schedule.schedule(settings, link, ingest.stats), name="hookd-retention")
+            rt = tg.create_task(retention.run(), name="hookd-retention")
             sp = tg.create_task(drain_spool(settings, ingest, flow), name="hookd-spool")
             rates = tg.create_task(control.sample_rates(), name="hookd-rates")
             if await control_listener.start():

@@ -32,6 +32,7 @@ from typing import Any
 from hookd import __version__
 from hookd.daemon.ingest import Ingest
 from hookd.daemon.writer_link import Batch
+from hookd.records import EID, SESSION, TYPE
 from hookd.settings import Settings
 
 log = logging.getLogger("hookd.control")
@@ -176,7 +177,7 @@ class Control:
         if self.followers.pop(transport, None) is not None and not self.followers:
             self.ingest.keep_events = False
 
-    def _committed(self, batch: Batch, dups: list[list[int]]) -> None:
+    def _committed(self, batch: Batch, dups: list[tuple[int, int]]) -> None:
         if not self.followers:
             return
         if batch.events is None:
@@ -197,11 +198,11 @@ class Control:
                 mirror[i]
                 for i, row in enumerate(rows)
                 if i not in skip
-                and (f.etype is None or row[1] == f.etype)
-                and (f.session is None or row[3] == f.session)
+                and (f.etype is None or row[TYPE] == f.etype)
+                and (f.session is None or row[SESSION] == f.session)
             ]
             if rows:
-                f.last_eid = rows[-1][0]
+                f.last_eid = rows[-1][EID]
             if out:
                 t.write(b"".join(out))
             if t.get_write_buffer_size() > FOLLOWER_BUFFER:
