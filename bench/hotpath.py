@@ -36,8 +36,8 @@ def measure(runs: int = 5, quick: bool = False) -> list[Result]:
     now = time.time()
     env = decode(line)
     rows = [framer.frame(claude_event(1, i).rstrip(b"\n"), now, NO_PEER) for i in range(1000)]
-    batch_rows = [r[0] for r in rows]  # type: ignore[index]
-    batch_mirror = [r[1] for r in rows]  # type: ignore[index]
+    batch_rows = [row for row, _mirror_line in rows]  # type: ignore[misc]
+    batch_mirror = [mirror_line for _row, mirror_line in rows]  # type: ignore[misc]
     steps = {
         "envelope decode (msgspec Struct)": lambda: decode(line),
         "UTF-8 check (bytes.decode)": lambda: line.decode("utf-8"),
@@ -46,7 +46,7 @@ def measure(runs: int = 5, quick: bool = False) -> list[Result]:
         "mirror line encode (Raw)": lambda: encode(
             MirrorLine(1, "post_tool_use", now, "s", None, now, 1, 2, msgspec.Raw(line))
         ),
-        "batch pack for the writer (per event)": lambda: wire.pack(["batch", 1, batch_rows, batch_mirror, [], [], []]),
+        "batch pack for the writer (per event)": lambda: wire.pack(wire.Batch(1, batch_rows, batch_mirror, [], [], [])),
     }
     whole = per_call_ns(lambda: framer.frame(line, now, NO_PEER), number)
     out = [Result("hot path", "Framer.frame, whole", whole / 1000, "µs/event", note="all steps together")]

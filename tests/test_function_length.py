@@ -32,16 +32,8 @@ def long_functions(trees: list[Path], limit: int = LIMIT) -> dict[str, int]:
     return out
 
 
-#: Being split now (issue 12); each entry is removed with its split, and then this set.
-KNOWN = {
-    "hookd/writer/importer.py:import_files",
-    "hookd/writer/writer.py:_commit_once",
-}
-
-
 def test_no_function_over_the_limit() -> None:
-    found = long_functions(TREES)
-    assert set(found) <= KNOWN, {k: v for k, v in found.items() if k not in KNOWN}
+    assert long_functions(TREES) == {}
 
 
 def test_the_count_skips_string_literals_only(tmp_path: Path) -> None:

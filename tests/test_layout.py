@@ -1,6 +1,7 @@
 """The package layout shows which process runs what, and the imports keep it true.
 
-    hookd/          shared by every process: cli, errors, framing, records, wire, config, settings, paths, spool
+    hookd/          shared by every process: cli, errors, framing, records, wire, writer_client, config,
+                    settings, paths, spool
     hookd/daemon/   the daemon process: the event loop (asyncio, uvloop, aiosqlite)
     hookd/writer/   the writer process, and the commands that write the store without a daemon
     hookd/ops/      operator commands that read, ask or install
@@ -8,7 +9,8 @@
 Rules, read from the source with ``ast`` (every import, also those inside functions):
 
 1. nothing the writer reaches imports asyncio, uvloop or aiosqlite, or anything of hookd.daemon;
-2. the daemon reaches the writer only through ``hookd.wire`` (no hookd.writer, no hookd.ops);
+2. the daemon reaches the writer only through ``hookd.wire`` and the shared sender's side of
+   the protocol, ``hookd.writer_client`` (no hookd.writer, no hookd.ops);
 3. operator commands never import hookd.daemon;
 4. the shared modules import only shared modules (``cli`` dispatches to all, lazily).
 """

@@ -6,26 +6,66 @@ import json
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from hookd import records, wire
 from hookd.errors import StoreError
 from hookd.framing import EidClock, Framer, Peer
 from hookd.writer import schema as store
 from hookd.writer.mirror import Mirror
 from hookd.writer.writer import Writer
+from hookd.writer_client import type_summary
 
 
-def make_batch(seq: int, lines: list[bytes], framer: Framer, now: float = 1_800_000_000.0) -> list:
+def make_batch(seq: int, lines: list[bytes], framer: Framer, now: float = 1_800_000_000.0) -> wire.Batch:
+    """A batch as the daemon sends it, without the per-type counts (the writer counts)."""
     rows, mirror, with_id = [], [], []
     for line in lines:
         result = framer.frame(line, now, Peer(1, 2))
         assert result is not None
         row, m = result
-        if row[4] is not None:
+        if row[records.CLIENT_ID] is not None:
             with_id.append(len(rows))
-        rows.append(list(row))
+        rows.append(row)
         mirror.append(m)
-    return ["batch", seq, rows, mirror, with_id, [], []]
+    return wire.Batch(seq, rows, mirror, with_id, [], [])
+
+
+def test_row_positions_match_the_columns() -> None:
+    """The named positions, the events table's columns and the rows framing builds agree."""
+    names = ("EID", "TYPE", "TS", "SESSION", "CLIENT_ID", "RECV_TS", "PID", "UID", "DATA")
+    assert [getattr(records, n) for n in names] == [records.BASE_COLUMNS.index(n.lower()) for n in names]
+    assert store.INSERT_EVENT.split("(")[1].split(")")[0].split(", ") == list(records.BASE_COLUMNS)
+    assert store.INSERT_REJECTED.split("(")[1].split(")")[0].split(", ") == list(records.REJECTED_COLUMNS)
+    row, _ = Framer().frame(b'{"type":"a","ts":5,"session":"s","id":"c"}', 7.0, Peer(1, 2))  # type: ignore[misc]
+    assert (row[records.TYPE], row[records.TS], row[records.SESSION], row[records.CLIENT_ID]) == ("a", 5.0, "s", "c")
+    assert (row[records.RECV_TS], row[records.PID], row[records.UID]) == (7.0, 1, 2)
+
+
+def test_frames_keep_their_array_layout() -> None:
+    """Tagged array_like Structs: on the wire still [tag, field, ...], as the lists were."""
+    unpack = msgspec.msgpack.decode
+    assert unpack(wire.pack(wire.Close())[4:]) == ["close"]
+    assert unpack(wire.pack(wire.Done(3, 1, [(0, 9)]))[4:]) == ["done", 3, 1, [[0, 9]]]
+    assert unpack(wire.pack(wire.Ready(42, 0))[4:]) == ["ready", 42, 0]
+    retain = unpack(wire.pack(wire.Retain(wire.Policy(max_age=60.0)))[4:])
+    assert retain[0] == "retain" and retain[1]["max_age"] == 60.0 and retain[1]["step_rows"] == wire.STEP_ROWS
+    batch = wire.Batch(1, [(1, "a")], [b"x\n"], [], [], ["f"], [("a", 1, 2.0, 2.0)], {"connections.x": 1})
+    assert unpack(wire.pack(batch)[4:]) == [
+        "batch",
+        1,
+        [[1, "a"]],
+        [b"x\n"],
+        [],
+        [],
+        ["f"],
+        [["a", 1, 2.0, 2.0]],
+        {"connections.x": 1},
+    ]
+    # an older sender's batch without the optional tail still decodes
+    old = msgspec.msgpack.Decoder(wire.ToWriter).decode(msgspec.msgpack.encode(["batch", 2, [], [], [], [], []]))
+    assert old == wire.Batch(2, [], [], [], [], [])
 
 
 @pytest.fixture
@@ -75,7 +115,7 @@ def test_batches_store_rows_views_types_and_mirror(writer: Writer) -> None:
             make_batch(2, [b'{"type":"tool","n":2}'], f),
         ]
     )
-    assert replies == [["done", 1, 2, []], ["done", 2, 1, []]]
+    assert replies == [wire.Done(1, 2, []), wire.Done(2, 1, [])]
     assert writer.db.execute("SELECT count(*) FROM tool_events").fetchone() == (2,)
     assert writer.db.execute("SELECT count(*) FROM stop_events").fetchone() == (1,)
     assert writer.db.execute("SELECT type, count FROM event_types ORDER BY type").fetchall() == [
@@ -90,9 +130,9 @@ def test_duplicate_client_ids_are_stored_and_mirrored_once(writer: Writer) -> No
     f = Framer()
     b1 = make_batch(1, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"x"}', b'{"type":"a"}'], f)
     b2 = make_batch(2, [b'{"type":"a","id":"x"}', b'{"type":"a","id":"y"}'], f)
-    first_x = b1[2][0][0]
-    assert writer.commit([b1]) == [["done", 1, 2, [[1, first_x]]]]
-    assert writer.commit([b2]) == [["done", 2, 1, [[0, first_x]]]]
+    first_x = b1.rows[0][records.EID]
+    assert writer.commit([b1]) == [wire.Done(1, 2, [(1, first_x)])]
+    assert writer.commit([b2]) == [wire.Done(2, 1, [(0, first_x)])]
     assert dict(writer.db.execute("SELECT name, value FROM counters").fetchall()) == {"committed": 3, "duplicate": 2}
     assert writer.db.execute("SELECT count(*) FROM events").fetchone() == (3,)
     assert writer.db.execute("SELECT count FROM event_types WHERE type='a'").fetchone() == (3,)
@@ -113,7 +153,7 @@ def test_recovery_replays_mirror_lines_missing_from_sqlite(tmp_path: Path) -> No
     f = Framer()
     w.commit([make_batch(1, [b'{"type":"a","n":1}'], f)])
     lost = make_batch(2, [b'{"type":"a","n":2}', b'{"type":"b","n":3}'], f)
-    w.mirror.write(b"".join(lost[3]))  # mirror written, SQLite never committed
+    w.mirror.write(b"".join(lost.mirror_lines))  # mirror written, SQLite never committed
     w.mirror.write(b'{"eid":99999999999999999,"type":"a","torn')  # torn half line
     w.close()
 
@@ -156,12 +196,10 @@ def test_view_names_are_validated() -> None:
 
 
 def test_type_counts_sent_by_the_daemon_match_the_rows(writer: Writer) -> None:
-    from hookd.wire import type_summary
-
     framer = Framer()
     lines = [json.dumps({"type": t, "ts": 1_700_000_000 + i, "i": i}).encode() for i, t in enumerate("abcabca" * 3)]
     with_summary = make_batch(1, lines[:10], framer)
-    with_summary.append(type_summary(with_summary[2]))
+    with_summary.types = type_summary(with_summary.rows)
     plain = make_batch(2, lines[10:], framer)  # an older daemon's frame: the writer counts itself
     writer.commit([with_summary])
     writer.commit([plain])
@@ -169,7 +207,7 @@ def test_type_counts_sent_by_the_daemon_match_the_rows(writer: Writer) -> None:
     dup_lines = [json.dumps({"type": "a", "id": f"x{i}"}).encode() for i in range(3)]
     for seq in (3, 4):
         b = make_batch(seq, dup_lines, framer)
-        b.append(type_summary(b[2]))
+        b.types = type_summary(b.rows)
         writer.commit([b])
     got = writer.db.execute("SELECT type, count, first_ts, last_ts FROM event_types ORDER BY type").fetchall()
     want = writer.db.execute(
@@ -196,7 +234,7 @@ def test_database_full_is_retried_until_space_returns_and_nothing_is_doubled(wri
     writer.on_state = on_state
     big = [b'{"type":"b","pad":"%s","i":%d}' % (b"x" * 2000, i) for i in range(200)]
     replies = writer.commit([make_batch(2, big, f)])
-    assert replies == [["done", 2, 200, []]]
+    assert replies == [wire.Done(2, 200, [])]
     assert len(states) == 4, states
     assert all(s.startswith("waiting for disk space (database) since ") for s in states[:3]), states
     assert states[2].endswith(", 3 retries")
@@ -239,7 +277,6 @@ def test_frames_cross_the_enlarged_pipe_whole_however_the_reads_fall() -> None:
     import os
     import threading
 
-    from hookd import wire
     from hookd.writer.writer import FrameReader
 
     r, w = wire.pipe()
@@ -247,9 +284,12 @@ def test_frames_cross_the_enlarged_pipe_whole_however_the_reads_fall() -> None:
         limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
         if limit >= wire.PIPE_SIZE:
             assert fcntl.fcntl(w, fcntl.F_GETPIPE_SZ) == wire.PIPE_SIZE
-        frames = [["batch", i, "x" * (i * 997 % 50_000), list(range(i % 7))] for i in range(300)]
-        frames.append(["batch", 300, "y" * (3 * wire.PIPE_SIZE)])  # bigger than the pipe itself
-        frames += [["small", i] for i in range(2000)]
+        frames: list[wire.ToWriter] = [
+            wire.Batch(i, [], [b"x" * (i * 997 % 50_000)], list(range(i % 7)), [], []) for i in range(300)
+        ]
+        frames.append(wire.Batch(300, [], [b"y" * (3 * wire.PIPE_SIZE)], [], [], []))  # bigger than the pipe itself
+        frames += [wire.Views({"t": {"c": f"$.c{i}"}}) for i in range(2000)]
+        frames.append(wire.Close())
         data = b"".join(wire.pack(f) for f in frames)
 
         def feed() -> None:

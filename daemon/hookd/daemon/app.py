@@ -169,6 +169,7 @@ class Daemon:
     control: Control
     server: Server
     control_listener: ControlListener
+    retention: retention_schedule.RetentionSchedule
 
 
 @dataclass
@@ -261,19 +262,24 @@ def _assemble(
 
     Counters go to one ``DaemonState`` that every part is given. The return path (commit
     replies from the writer back to clients) runs: ``WriterLink`` → ``Ingest`` (acks, flow
-    control; ingest.py subscribes itself to its link) → ``on_commit`` subscribers (followers)
-    and ``FlowControl.on_change`` subscribers (the accept loop).
+    control) → ``on_commit`` subscribers (followers) and ``FlowControl.on_change`` subscribers
+    (the accept loop); the writer's state and retention reports go to ``Ingest`` and
+    ``RetentionSchedule``.
     """
     state = DaemonState()
     flow = FlowControl()
     ingest = Ingest(settings, link, flow, state)
+    retention = retention_schedule.RetentionSchedule(settings, link, state)
+    link.subscribe(committed=ingest.committed, state=ingest.writer_state, retained=retention.retained)
     uids = UidRule(settings, ingest.count)
     control = Control(settings, ingest, state, writer_pid=link.proc.pid if link.proc else None)
     server = Server(listener, ingest, flow=flow, state=state, settings=settings, uids=uids, control=control)
     ingest.on_commit.append(control.committed)  # push committed events to followers
     flow.on_change.append(server.flow_changed)  # stop accepting while reading is paused
     control_listener = ControlListener(control_path(listener.path), control, uids)
-    return Daemon(settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener)
+    return Daemon(
+        settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener, retention
+    )
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -298,7 +304,7 @@ def _start_tasks(d: Daemon, tg: asyncio.TaskGroup) -> Tasks:
     return Tasks(
         replies=tg.create_task(d.link.read_replies(), name="hookd-writer-replies"),
         checkpointer=tg.create_task(checkpointer(d.settings, d.link), name="hookd-checkpointer"),
-        retention=tg.create_task(retention_schedule.schedule(d.settings, d.link, d.state), name="hookd-retention"),
+        retention=tg.create_task(d.retention.run(), name="hookd-retention"),
         spool=tg.create_task(drain_spool(d.settings, d.ingest, d.flow), name="hookd-spool"),
         rates=tg.create_task(d.control.sample_rates(), name="hookd-rates"),
     )

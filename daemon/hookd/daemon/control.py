@@ -34,6 +34,7 @@ from hookd import __version__
 from hookd.daemon.ingest import Ingest
 from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch
+from hookd.records import EID, SESSION, TYPE
 from hookd.settings import Settings
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ class Control:
         if self.followers.pop(transport, None) is not None and not self.followers:
             self.ingest.keep_events = False
 
-    def committed(self, batch: Batch, dups: list[list[int]]) -> None:
+    def committed(self, batch: Batch, dups: list[tuple[int, int]]) -> None:
         """A batch was committed: push its events to the followers (see the module's doc)."""
         if not self.followers:
             return
@@ -213,11 +214,11 @@ class Control:
                 mirror[i]
                 for i, row in enumerate(rows)
                 if i not in skip
-                and (f.etype is None or row[1] == f.etype)
-                and (f.session is None or row[3] == f.session)
+                and (f.etype is None or row[TYPE] == f.etype)
+                and (f.session is None or row[SESSION] == f.session)
             ]
             if rows:
-                f.last_eid = rows[-1][0]
+                f.last_eid = rows[-1][EID]
             if out:
                 t.write(b"".join(out))
             if t.get_write_buffer_size() > FOLLOWER_BUFFER:

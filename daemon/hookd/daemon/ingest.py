@@ -18,17 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from hookd import wire
 from hookd.daemon.flow import FlowControl
 from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch, Replier, WriterLink, error_reply
-from hookd.framing import EidClock, Framer, Peer, Rejection, preview
+from hookd.framing import EidClock, Framer, Peer, Rejection
+from hookd.records import CLIENT_ID, EID
 from hookd.settings import Settings
+from hookd.writer_client import rejected_row
 
 log = logging.getLogger("hookd.pipeline")
 
 #: Called as (batch, duplicates) after each commit, duplicates as [row index, known eid] pairs.
-CommitCallback = Callable[[Batch, list[list[int]]], None]
+CommitCallback = Callable[[Batch, list[tuple[int, int]]], None]
 
 
 class Ingest:
@@ -49,7 +50,6 @@ class Ingest:
         self.framer.aliases = settings.aliases
         #: Spool files handed to the writer and not yet committed: a rescan must skip them.
         self.spool_inflight: set[str] = set()
-        self._seq = 0
         self._rows: list[tuple] = []
         self._mirror: list[bytes] = []
         self._with_id: list[int] = []
@@ -60,8 +60,6 @@ class Ingest:
         self._timer: asyncio.TimerHandle | None = None
         self._urgent: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
-        link.on_done.append(self._done)
-        link.on_state.append(self._writer_state)
         #: Told of each commit, after the acknowledgements (app.py subscribes the followers'
         #: ``Control.committed``).
         self.on_commit: list[CommitCallback] = []
@@ -87,6 +85,7 @@ class Ingest:
         frame = self.framer.frame
         rows = self._rows
         mirror = self._mirror
+        with_id = self._with_id
         before = len(rows)
         for line in lines:
             slot = -1
@@ -112,10 +111,10 @@ class Ingest:
                     conn.reply(slot, error_reply("empty", "an acknowledged line needs an event"))  # type: ignore[union-attr]
                 continue
             row, mline = result
-            if row[4] is not None:
-                self._with_id.append(len(rows))
+            if row[CLIENT_ID] is not None:
+                with_id.append(len(rows))
             if slot >= 0:
-                self._acks.append((len(rows), row[0], conn, slot))  # type: ignore[arg-type]
+                self._acks.append((len(rows), row[EID], conn, slot))  # type: ignore[arg-type]
             rows.append(row)
             mirror.append(mline)
         self.stats.received += len(rows) - before
@@ -155,9 +154,7 @@ class Ingest:
     # -- batching -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, line: bytes, now: float, peer: Peer, size: int | None = None) -> None:
         self.stats.rejected[reason] += 1
-        self._rejects.append(
-            (now, reason, detail[:500], len(line) if size is None else size, preview(line), peer.pid, peer.uid)
-        )
+        self._rejects.append(rejected_row(now, reason, detail, line, peer, size))
         log.debug("rejected a line (%s): %s", reason, detail)
 
     def _schedule(self) -> None:
@@ -177,38 +174,25 @@ class Ingest:
             self._urgent = None
         if not self._rows and not self._rejects and not self._spool_names and not self._counts:
             return
-        self._seq += 1
-        rows, self._rows = self._rows, []
+        rows, mirror = self._rows, self._mirror
         batch = Batch(
-            self._seq,
-            len(rows),
-            self._acks,
-            self._spool_names,
-            rows[-1][0] if rows else 0,
-            (rows, self._mirror) if self.keep_events else None,
+            rows=len(rows),
+            acks=self._acks,
+            spool_names=self._spool_names,
+            last_eid=rows[-1][EID] if rows else 0,
+            events=(rows, mirror) if self.keep_events else None,
         )
         counts = {f"connections.{k}": v for k, v in self._counts.items()}
+        with_id, rejects = self._with_id, self._rejects
         self._counts.clear()
-        frame = wire.pack(
-            [
-                "batch",
-                self._seq,
-                rows,
-                self._mirror,
-                self._with_id,
-                self._rejects,
-                self._spool_names,
-                wire.type_summary(rows),
-                counts,
-            ]
-        )
-        self._mirror, self._with_id, self._rejects, self._acks, self._spool_names = [], [], [], [], []
+        self._rows, self._mirror, self._with_id, self._rejects, self._acks, self._spool_names = [], [], [], [], [], []
         self.stats.batches += 1
-        self.link.send(batch, frame)
+        self.link.send(batch, rows, mirror, with_id, rejects, counts)
         if self.link.inflight >= self.settings.max_inflight:
             self.flow.pause()
 
-    def _done(self, batch: Batch, stored: int, dups: list[list[int]]) -> None:
+    def committed(self, batch: Batch, stored: int, dups: list[tuple[int, int]]) -> None:
+        """The writer committed ``batch`` (subscribed to the WriterLink by app)."""
         self.stats.committed += stored
         self.stats.duplicates += len(dups)
         if batch.acks:
@@ -228,7 +212,8 @@ class Ingest:
         if self.link.inflight < self.settings.max_inflight:
             self.flow.resume()
 
-    def _writer_state(self, state: str, since: float) -> None:
+    def writer_state(self, state: str, since: float) -> None:
+        """The writer waits for something (a lock, disk space), or is ``ok`` again."""
         s = self.stats
         if state == "ok" and s.writer_state != "ok":
             log.warning(

@@ -1,4 +1,7 @@
-"""The writer process as the daemon sees it: started, fed batches, read for replies (asyncio)."""
+"""The writer process as the daemon sees it: started, fed batches, read for replies (asyncio).
+
+The protocol itself (handshake, numbering, pending batches, dispatch) is ``writer_client``'s,
+shared with ``hookd import``; this module moves its bytes over asyncio pipes."""
 
 from __future__ import annotations
 
@@ -7,13 +10,14 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
-from hookd import wire
+from hookd import wire, writer_client
 from hookd.errors import WriterError
 from hookd.settings import Settings
+from hookd.writer_client import OnCommitted, OnRetained, OnState, WriterClient
 
 
 class Replier(Protocol):
@@ -27,7 +31,6 @@ class Replier(Protocol):
 class Batch:
     """What the daemon remembers about a batch until the writer has committed it."""
 
-    seq: int
     rows: int
     acks: list[tuple[int, int, Replier, int]]  # (row index, eid, connection, reply slot)
     spool_names: list[str]
@@ -44,34 +47,45 @@ def error_reply(reason: str, detail: str) -> bytes:
 
 
 class WriterLink:
-    """The writer process and the pipes to it. Started before the server accepts anything."""
+    """The writer process and the pipes to it, around the shared ``WriterClient``. Started
+    before the server accepts anything; replies go to the callbacks given to ``subscribe``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.proc: asyncio.subprocess.Process | None = None
+        self.client: WriterClient[Batch] = WriterClient()
         self.max_eid = 0
         self.replayed = 0
-        self._pending: dict[int, Batch] = {}
-        #: Called as (batch, stored, duplicates) when a batch is committed.
-        self.on_done: list[Any] = []
-        #: Called as (state, since) when the writer reports a change (a lock, a full disk, ok).
-        self.on_state: list[Any] = []
-        self.failed: str | None = None
         self._closing = False
         self.drained = asyncio.Event()
         self.drained.set()
-        #: Called as (by_age, by_size, more) for each ``retained`` reply.
-        self.on_retained: list[Any] = []
+        self._committed: OnCommitted[Batch] | None = None
         #: Set after a large deletion: the checkpointer then truncates the WAL file.
         self.truncate_wal = False
 
+    def subscribe(self, *, committed: OnCommitted[Batch], state: OnState, retained: OnRetained) -> None:
+        """Where the writer's replies go: each commit, each change of its state (a lock, a full
+        disk, ok), each retention step."""
+        self._committed = committed
+        self.client.subscribe(committed=self._done, state=state, retained=retained)
+
+    def _done(self, batch: Batch, stored: int, duplicates: list[tuple[int, int]]) -> None:
+        if not self.client.pending:
+            self.drained.set()
+        if self._committed is not None:
+            self._committed(batch, stored, duplicates)
+
+    @property
+    def failed(self) -> str | None:
+        return self.client.failed
+
     @property
     def inflight(self) -> int:
-        return len(self._pending)
+        return len(self.client.pending)
 
     @property
     def inflight_events(self) -> int:
-        return sum(b.rows for b in self._pending.values())
+        return sum(b.rows for b in self.client.pending.values())
 
     async def start(self) -> None:
         """Start the writer and wait until it has opened (and if need be recovered) the store."""
@@ -82,7 +96,7 @@ class WriterLink:
         from_writer_r, from_writer_w = wire.pipe()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *wire.writer_command(
+                *writer_client.command(
                     s.paths,
                     synchronous=s.synchronous,
                     log_level=logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
@@ -100,78 +114,65 @@ class WriterLink:
         frames_pipe = open(to_writer_w, "wb", buffering=0)  # noqa: ASYNC230
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._replies), replies_pipe)
         self._frames, _ = await loop.connect_write_pipe(asyncio.Protocol, frames_pipe)
-        first = await self._read_frame()
-        if first is None or first[0] != "ready":
-            await self.proc.wait()
-            reason = first[1] if first else f"it exited with status {self.proc.returncode}"
-            raise WriterError(f"the writer could not open the store: {reason}")
-        _, self.max_eid, _version, self.replayed = first
+        ready = self.client.handshake(await self._read_frame())
+        if ready is None:
+            raise self.client.refused(await self.proc.wait())
+        self.max_eid, self.replayed = ready.max_eid, ready.replayed
 
-    async def _read_frame(self) -> list[Any] | None:
+    async def _read_frame(self) -> bytes | None:
         try:
-            head = await self._replies.readexactly(4)
+            head = await self._replies.readexactly(wire.HEADER.size)
             (n,) = wire.HEADER.unpack(head)
-            return wire.unpack(await self._replies.readexactly(n))
+            return await self._replies.readexactly(n)
         except asyncio.IncompleteReadError:
             return None
 
     async def read_replies(self) -> None:
-        """Dispatch commit replies until the writer ends. Raises WriterError if it failed."""
-        while True:
-            msg = await self._read_frame()
-            if msg is None or msg[0] == "fatal":
-                assert self.proc is not None
-                code = await self.proc.wait()
-                self.failed = msg[1] if msg else f"writer exited with status {code}"
-                pending = list(self._pending.values())
-                self._pending.clear()
-                self.drained.set()
-                for batch in pending:
-                    for _i, _eid, conn, slot in batch.acks:
-                        conn.reply(slot, error_reply("store_failed", self.failed))
-                if not pending and msg is None and self._closing:
-                    return  # the end we asked for
-                lost = sum(b.rows for b in pending)
-                detail = (
-                    f"; {lost} events in {len(pending)} batches were handed to it and not confirmed "
-                    "(those it had written to the mirror are replayed at the next start; waiting "
-                    "senders were answered store_failed)"
-                    if pending
-                    else ""
-                )
-                raise WriterError(f"the writer process failed: {self.failed}{detail}")
-            if msg[0] == "retained":
-                for cb in self.on_retained:
-                    cb(*msg[1:4])
-                continue
-            if msg[0] == "state":
-                _, state, since = msg
-                for cb in self.on_state:
-                    cb(state, since)
-                continue
-            _, seq, stored, dups = msg
-            batch = self._pending.pop(seq)
-            if not self._pending:
-                self.drained.set()
-            for cb in self.on_done:
-                cb(batch, stored, dups)
+        """Dispatch the writer's replies until it ends. Raises WriterError if it failed."""
+        while (body := await self._read_frame()) is not None and self.client.receive(body):
+            pass
+        assert self.proc is not None
+        code = await self.proc.wait()
+        pending = self.client.fail(self.client.fatal or f"writer exited with status {code}")
+        self.drained.set()
+        for batch in pending:
+            for _i, _eid, conn, slot in batch.acks:
+                conn.reply(slot, error_reply("store_failed", self.client.failed))
+        if not pending and self.client.fatal is None and self._closing:
+            return  # the end we asked for
+        lost = sum(b.rows for b in pending)
+        detail = (
+            f"; {lost} events in {len(pending)} batches were handed to it and not confirmed "
+            "(those it had written to the mirror are replayed at the next start; waiting "
+            "senders were answered store_failed)"
+            if pending
+            else ""
+        )
+        raise WriterError(f"the writer process failed: {self.client.failed}{detail}")
 
     def send_views(self, columns: dict[str, dict[str, str]]) -> None:
         """Tell the writer which views get configured columns (at start and on SIGHUP)."""
         if self._frames is not None and not self._closing:
-            self._frames.write(wire.pack(["views", columns]))
+            self._frames.write(writer_client.views(columns))
 
-    def send(self, batch: Batch, frame: bytes) -> None:
-        if self.failed is not None:
-            raise WriterError(f"the writer process failed: {self.failed}")
-        self._pending[batch.seq] = batch
+    def send(
+        self,
+        batch: Batch,
+        rows: list[tuple],
+        mirror_lines: list[bytes],
+        with_id: list[int],
+        rejects: list[tuple],
+        counts: dict[str, int],
+    ) -> None:
+        """Hand a batch to the writer; ``batch`` comes back to ``committed`` with its reply."""
+        frame = self.client.batch(batch, rows, mirror_lines, with_id, rejects, batch.spool_names, counts)
         self.drained.clear()
         self._frames.write(frame)
 
-    def control(self, message: list[Any]) -> None:
-        """Send a frame that is not a batch (``retain``); nothing waits for an answer."""
-        if self.failed is None and not self._frames.is_closing():
-            self._frames.write(wire.pack(message))
+    def retain(self, policy: wire.Policy) -> None:
+        """Ask for a retention run; nothing waits for an answer (``retained`` hears the steps)."""
+        if self.client.failed is None and not self._frames.is_closing():
+            self._frames.write(wire.pack(wire.Retain(policy)))
 
     async def close(self) -> int:
         """Ask the writer to finish (it commits all it has, checkpoints) and wait for it."""
@@ -180,6 +181,6 @@ class WriterLink:
         self._closing = True
         if self.proc.returncode is None and not self._frames.is_closing():
             with contextlib.suppress(ConnectionError, RuntimeError):
-                self._frames.write(wire.pack(["close"]))
+                self._frames.write(writer_client.CLOSE)
                 self._frames.close()  # flushes what is buffered, then closes the pipe
         return await self.proc.wait()

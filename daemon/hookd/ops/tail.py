@@ -22,6 +22,7 @@ from hookd.framing import normalize_type, parse_ts
 from hookd.ops.reading import ask, event_json, open_readonly, select_events
 from hookd.ops.show import cut, local_time, one_line
 from hookd.ops.summary import summary
+from hookd.records import EID
 from hookd.settings import Settings
 from hookd.values import parse_duration
 
@@ -92,7 +93,7 @@ def tail(settings: Settings, args: Any, out: TextIO = sys.stdout) -> int:
             rows = select_events(conn, etype=etype, session=args.session, since=since, limit=limit)
             for row in rows:
                 out.write(format_event(event_json(row), args.json, terminal_width(out, args)) + "\n")
-            last = rows[-1][0] if rows else (conn.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0])
+            last = rows[-1][EID] if rows else (conn.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0])
     elif not args.follow:
         raise StoreError(f"no database at {settings.paths.db} yet: nothing has been stored")
     out.flush()
@@ -138,7 +139,7 @@ def follow(settings: Settings, etype: str | None, session: str | None, last: int
                     for row in select_events(
                         conn, etype=etype, session=session, after=last, upto=hello["committed_eid"]
                     ):
-                        last = row[0]
+                        last = row[EID]
                         yield event_json(row)
                 last = max(last, hello["committed_eid"])
             for line in f:
@@ -146,7 +147,7 @@ def follow(settings: Settings, etype: str | None, session: str | None, last: int
                 if "gap_upto" in obj:  # committed, but framed before we followed: read it
                     with contextlib.closing(open_readonly(settings.paths.db)) as conn:
                         for row in select_events(conn, etype=etype, session=session, after=last, upto=obj["gap_upto"]):
-                            last = row[0]
+                            last = row[EID]
                             yield event_json(row)
                     last = max(last, obj["gap_upto"])
                     continue

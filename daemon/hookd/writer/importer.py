@@ -25,12 +25,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import Any
 
-from hookd import wire
+from hookd import wire, writer_client
 from hookd.errors import AlreadyRunning, ConfigError, WriterError
-from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type, preview
+from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type
 from hookd.paths import Paths, daemon_running, private_dir
+from hookd.writer_client import WriterClient, rejected_row
 
 BATCH = 2000
 CHUNK = 1 << 20
@@ -67,28 +69,85 @@ class _Checkpointer(threading.Thread):
             conn.close()
 
 
-class _Replies(threading.Thread):
-    """Reads the writer's answers while this process keeps framing."""
+class _WriterProcess:
+    """A writer process for this import, spoken to through the shared ``WriterClient`` over
+    blocking pipes: replies are read in a thread while this process keeps framing. As a context
+    manager it ends the writer (killed if the import failed) and raises if the writer failed."""
 
-    def __init__(self, out: IO[bytes], result: ImportResult) -> None:
-        super().__init__(name="hookd-import-replies", daemon=True)
-        self.out = out
+    def __init__(self, paths: Paths, result: ImportResult) -> None:
         self.result = result
-        self.fatal: str | None = None
+        self.client: WriterClient[None] = WriterClient()
+        self.client.subscribe(committed=self._committed)
+        # Enlarged pipes, as the daemon's: with 64 KiB ones the writer reads a batch in ten pieces.
+        to_writer_r, to_writer_w = wire.pipe()
+        from_writer_r, from_writer_w = wire.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                writer_client.command(paths, log_level="WARNING"), stdin=to_writer_r, stdout=from_writer_w
+            )
+        except BaseException:
+            for fd in (to_writer_w, from_writer_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(to_writer_r)
+            os.close(from_writer_w)
+        self._frames = open(to_writer_w, "wb")
+        self._replies = open(from_writer_r, "rb")
+        ready = self.client.handshake(wire.read_frame(self._replies))
+        if ready is None:
+            self.proc.wait()
+            self._frames.close()
+            self._replies.close()
+            raise self.client.refused(self.proc.returncode)
+        self.max_eid = ready.max_eid
+        self._reader = threading.Thread(target=self._read_replies, name="hookd-import-replies", daemon=True)
+        self._reader.start()
+        self._checkpoints = _Checkpointer(paths.db)
+        self._checkpoints.start()
 
-    def run(self) -> None:
-        while True:
-            head = self.out.read(4)
-            if len(head) < 4:
-                return
-            (n,) = wire.HEADER.unpack(head)
-            msg = wire.unpack(self.out.read(n))
-            if msg[0] == "done":
-                self.result.imported += msg[2]
-                self.result.duplicates += len(msg[3])
-            elif msg[0] == "fatal":
-                self.fatal = msg[1]
-                return
+    def _committed(self, _batch: None, stored: int, duplicates: list[tuple[int, int]]) -> None:
+        self.result.imported += stored
+        self.result.duplicates += len(duplicates)
+
+    def _read_replies(self) -> None:
+        while (body := wire.read_frame(self._replies)) is not None and self.client.receive(body):
+            pass
+
+    def send(self, rows: list[tuple], mirror_lines: list[bytes], rejects: list[tuple]) -> None:
+        # Every imported row has an id: all are "with_id" for the writer's duplicate check.
+        # The per-type counts spare the writer reading the rows back (it still does when some
+        # turn out duplicates, as on a re-import).
+        frame = self.client.batch(None, rows, mirror_lines, list(range(len(rows))), rejects, [])
+        try:
+            self._frames.write(frame)
+        except BrokenPipeError:
+            raise WriterError(f"the writer process failed: {self.client.fatal or 'it exited'}") from None
+
+    def __enter__(self) -> _WriterProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if kind is None:
+                with contextlib.suppress(BrokenPipeError):  # the writer is gone: its status says why
+                    self._frames.write(writer_client.CLOSE)
+                    self._frames.close()
+        except BaseException:
+            self.proc.kill()
+            raise
+        finally:
+            if kind is not None:
+                self.proc.kill()
+            code = self.proc.wait()
+            self._reader.join()
+            self._checkpoints.stop.set()
+            self._checkpoints.join()
+            with contextlib.suppress(OSError):  # a killed writer leaves unwritten buffered frames
+                self._frames.close()
+            self._replies.close()
+        if kind is None and (code != 0 or self.client.fatal):
+            raise WriterError(f"the writer process failed: {self.client.fatal or f'exit status {code}'}")
 
 
 def _lines(path: Path, max_line: int, on_oversized: Callable[[int, bytes], None]) -> Iterator[tuple[int, bytes]]:
@@ -110,15 +169,59 @@ def _lines(path: Path, max_line: int, on_oversized: Callable[[int, bytes], None]
         yield lineno + 1, tail
 
 
-def import_files(
-    paths: Paths,
-    files: list[Path],
-    *,
-    force_type: str | None = None,
-    max_line: int = 1 << 20,
-    aliases: dict[str, str] | None = None,
-    progress: Callable[[int, int, ImportResult], None] | None = None,
-) -> ImportResult:
+class _Batches:
+    """Frames the lines of the files and sends them to the writer every BATCH events."""
+
+    def __init__(self, writer: _WriterProcess, framer: Framer, etype: str | None, max_line: int) -> None:
+        self.writer = writer
+        self.framer = framer
+        self.etype = etype
+        self.max_line = max_line
+        self.result = writer.result
+        self.done_bytes = 0  # of the files, read so far
+        self.rows: list[tuple] = []
+        self.mirror: list[bytes] = []
+        self.rejects: list[tuple] = []
+
+    def read(self, path: Path, sent: Callable[[float], None]) -> None:
+        """Every line of one file into batches; ``sent`` is called after each batch sent."""
+        result, frame, etype = self.result, self.framer.frame, self.etype
+        on_oversized = lambda n, h: self.reject("too_long", f"line of {n} bytes exceeds {self.max_line}", h, n)  # noqa: E731
+        for lineno, line in _lines(path, self.max_line, on_oversized):
+            self.done_bytes += len(line) + 1
+            if not line.strip():
+                continue
+            result.lines += 1
+            now = time.time()
+            # Line number first: ids then grow through a file, and the unique index on them
+            # takes in-order inserts instead of random ones (measured 4x faster).
+            cid = f"import:{lineno:010d}:{hashlib.blake2b(line, digest_size=8).hexdigest()}"
+            try:
+                framed = frame(line, now, NO_PEER, force_type=etype, default_id=cid)
+            except Rejection as r:
+                self.reject(r.reason, f"{path.name}:{lineno}: {r.detail}", line)
+                continue
+            if framed is not None:
+                row, mirror_line = framed
+                self.rows.append(row)
+                self.mirror.append(mirror_line)
+            if len(self.rows) >= BATCH:
+                self.send()
+                sent(now)
+
+    def reject(self, reason: str, detail: str, line: bytes, size: int | None = None) -> None:
+        self.result.rejected[reason] += 1
+        self.rejects.append(rejected_row(time.time(), reason, detail, line, size=size))
+
+    def send(self) -> None:
+        if self.rows or self.rejects:
+            rows, mirror, rejects = self.rows, self.mirror, self.rejects
+            self.rows, self.mirror, self.rejects = [], [], []
+            self.writer.send(rows, mirror, rejects)
+
+
+def _prepare(paths: Paths, files: list[Path], force_type: str | None) -> str | None:
+    """Check what the import needs before starting a writer; returns the forced type."""
     for f in files:
         if not f.is_file():
             raise ConfigError(f"{f}: no such file")
@@ -134,105 +237,35 @@ def import_files(
         )
     private_dir(paths.db.parent)
     private_dir(paths.mirror_dir)
-    # Enlarged pipes, as the daemon's: with 64 KiB ones the writer reads a batch in ten pieces.
-    to_writer_r, to_writer_w = wire.pipe()
-    from_writer_r, from_writer_w = wire.pipe()
-    try:
-        writer = subprocess.Popen(
-            wire.writer_command(paths, log_level="WARNING"), stdin=to_writer_r, stdout=from_writer_w
-        )
-    except BaseException:
-        for fd in (to_writer_w, from_writer_r):
-            os.close(fd)
-        raise
-    finally:
-        os.close(to_writer_r)
-        os.close(from_writer_w)
-    frames_out = open(to_writer_w, "wb")
-    replies_in = open(from_writer_r, "rb")
-    head = replies_in.read(4)
-    first = wire.unpack(replies_in.read(wire.HEADER.unpack(head)[0])) if len(head) == 4 else None
-    if first is None or first[0] != "ready":
-        writer.wait()
-        frames_out.close()
-        replies_in.close()
-        raise WriterError(f"the writer could not open the store: {first[1] if first else writer.returncode}")
+    return etype
+
+
+def import_files(
+    paths: Paths,
+    files: list[Path],
+    *,
+    force_type: str | None = None,
+    max_line: int = 1 << 20,
+    aliases: dict[str, str] | None = None,
+    progress: Callable[[int, int, ImportResult], None] | None = None,
+) -> ImportResult:
+    etype = _prepare(paths, files, force_type)
     result = ImportResult()
-    replies = _Replies(replies_in, result)
-    replies.start()
-    checkpoints = _Checkpointer(paths.db)
-    checkpoints.start()
-    framer = Framer(EidClock(first[1]), aliases=aliases)
     total_bytes = sum(f.stat().st_size for f in files) or 1
-    done_bytes = 0
     started = time.monotonic()
-    last_progress = 0.0
-    seq = 0
-    rows: list[tuple] = []
-    mirror: list[bytes] = []
-    rejects: list[tuple] = []
+    with _WriterProcess(paths, result) as writer:
+        batches = _Batches(writer, Framer(EidClock(writer.max_eid), aliases=aliases), etype, max_line)
+        last_progress = 0.0
 
-    def send() -> None:
-        nonlocal seq, rows, mirror, rejects
-        if not rows and not rejects:
-            return
-        seq += 1
-        # Every imported row has an id: all are "with_id" for the writer's duplicate check.
-        # The per-type counts spare the writer reading the rows back (it still does when some
-        # turn out duplicates, as on a re-import).
-        frame = wire.pack(["batch", seq, rows, mirror, list(range(len(rows))), rejects, [], wire.type_summary(rows)])
-        rows, mirror, rejects = [], [], []
-        try:
-            frames_out.write(frame)
-        except BrokenPipeError:
-            raise WriterError(f"the writer process failed: {replies.fatal or 'it exited'}") from None
+        def sent(now: float) -> None:
+            nonlocal last_progress
+            if progress is not None and now - last_progress > 0.25:
+                last_progress = now
+                progress(batches.done_bytes, total_bytes, result)
 
-    def reject(reason: str, detail: str, line: bytes, size: int | None = None) -> None:
-        result.rejected[reason] += 1
-        size = len(line) if size is None else size
-        rejects.append((time.time(), reason, detail[:500], size, preview(line), None, None))
-
-    try:
         for path in files:
-            on_oversized = lambda n, h: reject("too_long", f"line of {n} bytes exceeds {max_line}", h, n)  # noqa: E731
-            for lineno, line in _lines(path, max_line, on_oversized):
-                done_bytes += len(line) + 1
-                if not line.strip():
-                    continue
-                result.lines += 1
-                now = time.time()
-                # Line number first: ids then grow through a file, and the unique index on them
-                # takes in-order inserts instead of random ones (measured 4x faster).
-                cid = f"import:{lineno:010d}:{hashlib.blake2b(line, digest_size=8).hexdigest()}"
-                try:
-                    framed = framer.frame(line, now, NO_PEER, force_type=etype, default_id=cid)
-                except Rejection as r:
-                    reject(r.reason, f"{path.name}:{lineno}: {r.detail}", line)
-                    continue
-                if framed is not None:
-                    rows.append(framed[0])
-                    mirror.append(framed[1])
-                if len(rows) >= BATCH:
-                    send()
-                    if progress is not None and now - last_progress > 0.25:
-                        last_progress = now
-                        progress(done_bytes, total_bytes, result)
-        send()
-        frames_out.write(wire.pack(["close"]))
-        frames_out.close()
-    except BaseException:
-        writer.kill()
-        raise
-    finally:
-        code = writer.wait()
-        replies.join()
-        checkpoints.stop.set()
-        checkpoints.join()
-        with contextlib.suppress(OSError):  # a killed writer leaves unwritten buffered frames
-            frames_out.close()
-        replies_in.close()
-    if code != 0 or replies.fatal:
-        raise WriterError(f"the writer process failed: {replies.fatal or f'exit status {code}'}")
+            batches.read(path, sent)
+        batches.send()
     result.seconds = time.monotonic() - started
     if progress is not None:
         progress(total_bytes, total_bytes, result)

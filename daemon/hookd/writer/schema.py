@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
-from hookd.records import BASE_COLUMNS, COLUMN_RE, JSON_PATH_RE
+from hookd.records import BASE_COLUMNS, CLIENT_ID, COLUMN_RE, EID, JSON_PATH_RE
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -300,8 +300,8 @@ def max_eid(db: sqlite3.Connection) -> int:
     ).fetchone()[0]
 
 
-def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Iterable[int]) -> list[list[int]]:
-    """Insert rows inside the caller's transaction. Returns ``[index, stored_eid]`` for each row
+def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Iterable[int]) -> list[tuple[int, int]]:
+    """Insert rows inside the caller's transaction. Returns ``(index, stored_eid)`` for each row
     not stored because an event with the same client ``id`` is already there.
 
     Rows without a client id go through one ``executemany``; the few with one are inserted
@@ -328,8 +328,8 @@ def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Ite
         before = db.total_changes
         db.execute(INSERT_EVENT, rows[i])
         if db.total_changes == before:
-            found = db.execute("SELECT eid FROM events WHERE client_id = ?", (rows[i][4],)).fetchone()
-            dropped.append([i, found[0] if found else rows[i][0]])
+            found = db.execute("SELECT eid FROM events WHERE client_id = ?", (rows[i][CLIENT_ID],)).fetchone()
+            dropped.append((i, found[0] if found else rows[i][EID]))
     return dropped
 
 

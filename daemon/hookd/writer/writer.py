@@ -30,14 +30,17 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from hookd import wire
 from hookd.errors import HookdError, StoreError
 from hookd.framing import MirrorLine
+from hookd.records import EID, REJECTED_REASON
 from hookd.writer import retention, schema
 from hookd.writer.mirror import Maintenance, Mirror
 
@@ -131,7 +134,7 @@ class Writer:
         self._upkeep_job: Future[Maintenance] | None = None
         self._stopping = threading.Event()
         #: Told (text, since) when a commit starts waiting (a lock, a full disk) and "ok" after.
-        self.on_state: Any = None
+        self.on_state: Callable[[str, float], None] | None = None
 
     def recover(self) -> int:
         """Bring SQLite level with the mirror after a crash. Returns the events replayed.
@@ -176,7 +179,7 @@ class Writer:
             before = db.total_changes
             db.executemany(schema.INSERT_EVENT, rows)
             stored = db.total_changes - before
-            db.execute(schema.TYPES_FROM_RANGE, (min(r[0] for r in rows), max(r[0] for r in rows)))
+            db.execute(schema.TYPES_FROM_RANGE, (min(r[EID] for r in rows), max(r[EID] for r in rows)))
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
@@ -184,7 +187,7 @@ class Writer:
             raise
         return stored
 
-    def commit(self, batches: Sequence[list[Any]]) -> list[list[Any]]:
+    def commit(self, batches: Sequence[wire.Batch]) -> list[wire.Done]:
         """Store several ``batch`` frames in one transaction; return one ``done`` reply each.
 
         A lock held by another process or a full disk is waited out: the transaction is rolled
@@ -229,87 +232,100 @@ class Writer:
         if self.on_state is not None:
             self.on_state(state, since)
 
-    def _commit_once(self, batches: Sequence[list[Any]], *, mirrored_already: bool) -> list[list[Any]]:
+    def _commit_once(self, batches: Sequence[wire.Batch], *, mirrored_already: bool) -> list[wire.Done]:
+        """One attempt: insert every batch, write the mirror, commit, forget spool files."""
         db = self.db
-        replies = []
-        out: list[bytes] = []
-        spooled: list[str] = []
-        counts: dict[str, int] = {}
-        lo = hi = None
-        early: Future[None] | None = None
-        if not mirrored_already and not any(b[4] for b in batches):
-            # No client ids, so no duplicates: the mirror's part is known now. Write it while
-            # SQLite inserts (both release the GIL); the commit still waits for it.
-            early = self._io.submit(self.mirror.write, b"".join(line for b in batches for line in b[3]))
+        early = None if mirrored_already else self._mirror_early(batches)
+        txn = _Transaction()
         try:
             # Inside the try: a lock here must still wait for (and account for) the early mirror write.
             db.execute("BEGIN IMMEDIATE")
-            summaries: list[list[Any]] | None = []
-            for frame in batches:
-                _kind, seq, rows, mirror_lines, with_id, rejects, spool_names = frame[:7]
-                if len(frame) > 8 and frame[8]:
-                    for name, n in frame[8].items():
-                        counts[name] = counts.get(name, 0) + n
-                dups = schema.insert_events(db, rows, with_id) if rows else []
-                if summaries is not None:
-                    if dups or len(frame) < 8:
-                        summaries = None  # count what was really stored, below
-                    else:
-                        summaries.extend(frame[7])
-                if dups:
-                    skip = {i for i, _eid in dups}
-                    out.extend(line for i, line in enumerate(mirror_lines) if i not in skip)
-                    counts["duplicate"] = counts.get("duplicate", 0) + len(dups)
-                elif early is None:
-                    out.extend(mirror_lines)
-                if rejects:
-                    db.executemany(schema.INSERT_REJECTED, rejects)
-                    for r in rejects:
-                        key = "rejected." + r[1]
-                        counts[key] = counts.get(key, 0) + 1
-                if spool_names:
-                    db.executemany("INSERT OR IGNORE INTO spool_done (name) VALUES (?)", [(n,) for n in spool_names])
-                    spooled.extend(spool_names)
-                if rows:
-                    first, last = rows[0][0], rows[-1][0]
-                    lo = first if lo is None else min(lo, first)
-                    hi = last if hi is None else max(hi, last)
-                counts["committed"] = counts.get("committed", 0) + len(rows) - len(dups)
-                replies.append(["done", seq, len(rows) - len(dups), dups])
-            if lo is not None:
-                if summaries is not None:
-                    db.executemany(schema.ADD_TYPE_COUNTS, summaries)
-                else:
-                    db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
-                self._new_views()
-            schema.bump_counters(db, counts)
+            for batch in batches:
+                self._insert(batch, txn, mirror=early is None)
+            self._account(txn)
         except BaseException as e:
             _rollback(db)
             if early is not None and early.exception() is None and isinstance(e, sqlite3.OperationalError):
                 raise _MirroredThenFailed(e) from None  # a retry must not mirror the batch again
             raise
         if not mirrored_already:
-            try:
-                if early is not None:
-                    early.result()
-                else:
-                    self.mirror.write(b"".join(out))
-            except OSError:
-                _rollback(db)
-                raise
+            self._write_mirror(txn.mirror, early)
         try:
             db.execute("COMMIT")
         except sqlite3.OperationalError as e:
             _rollback(db)
             raise _MirroredThenFailed(e) from None
-        if spooled:
+        if txn.spooled:
             try:
-                self._remove_spooled(spooled)
+                self._remove_spooled(txn.spooled)
             except sqlite3.Error as e:  # committed already: never retry the batch for this
                 log.warning("spool files committed; forgetting them failed (%s), done at the next start", e)
-        return replies
+        return txn.replies
 
-    def retain(self, policy: retention.Policy, *, upkeep: bool = False) -> retention.StepResult:
+    def _mirror_early(self, batches: Sequence[wire.Batch]) -> Future[None] | None:
+        """Without client ids there are no duplicates: the mirror's part is known before the
+        inserts. Written meanwhile in the mirror thread (both release the GIL); the commit
+        still waits for it."""
+        if any(b.with_id for b in batches):
+            return None
+        return self._io.submit(self.mirror.write, b"".join(line for b in batches for line in b.mirror_lines))
+
+    def _insert(self, batch: wire.Batch, txn: _Transaction, *, mirror: bool) -> None:
+        """One batch into the open transaction; ``mirror``: collect its mirror lines for
+        writing after the inserts (the lines of duplicates are always left out)."""
+        db = self.db
+        rows = batch.rows
+        if batch.counts:
+            for name, n in batch.counts.items():
+                txn.count(name, n)
+        dups = schema.insert_events(db, rows, batch.with_id) if rows else []
+        if txn.types is not None:
+            if dups or batch.types is None:
+                txn.types = None  # count what was really stored, in _account
+            else:
+                txn.types.extend(batch.types)
+        if dups:
+            skip = {i for i, _eid in dups}
+            txn.mirror.extend(line for i, line in enumerate(batch.mirror_lines) if i not in skip)
+            txn.count("duplicate", len(dups))
+        elif mirror:
+            txn.mirror.extend(batch.mirror_lines)
+        if batch.rejects:
+            db.executemany(schema.INSERT_REJECTED, batch.rejects)
+            for r in batch.rejects:
+                txn.count("rejected." + r[REJECTED_REASON], 1)
+        if batch.spool_names:
+            db.executemany("INSERT OR IGNORE INTO spool_done (name) VALUES (?)", [(n,) for n in batch.spool_names])
+            txn.spooled.extend(batch.spool_names)
+        if rows:
+            txn.span(rows[0][EID], rows[-1][EID])
+        stored = len(rows) - len(dups)
+        txn.count("committed", stored)
+        txn.replies.append(wire.Done(batch.seq, stored, dups))
+
+    def _account(self, txn: _Transaction) -> None:
+        """Per-type counts, views for new types, counters: in the batches' transaction."""
+        db = self.db
+        if txn.lo is not None:
+            if txn.types is not None:
+                db.executemany(schema.ADD_TYPE_COUNTS, txn.types)
+            else:
+                db.execute(schema.TYPES_FROM_RANGE, (txn.lo, txn.hi))
+            self._new_views()
+        schema.bump_counters(db, txn.counts)
+
+    def _write_mirror(self, lines: list[bytes], early: Future[None] | None) -> None:
+        """The mirror before the commit, so it always holds at least what SQLite holds."""
+        try:
+            if early is not None:
+                early.result()
+            else:
+                self.mirror.write(b"".join(lines))
+        except OSError:
+            _rollback(self.db)
+            raise
+
+    def retain(self, policy: wire.Policy, *, upkeep: bool = False) -> retention.StepResult:
         """One retention step (see ``retention``); with ``upkeep`` (a new ``retain`` frame) also
         starts mirror upkeep in its thread, unless one is still running.
 
@@ -396,6 +412,27 @@ def _log_upkeep(job: Future[Maintenance]) -> None:
         log.info("mirror: compressed %d file(s), deleted %d (%d bytes)", len(m.compressed), len(m.deleted), m.freed)
 
 
+class _Transaction:
+    """What the batches of one transaction add up to."""
+
+    def __init__(self) -> None:
+        self.replies: list[wire.Done] = []
+        self.mirror: list[bytes] = []  # lines to mirror (unless written early)
+        self.spooled: list[str] = []
+        self.counts: dict[str, int] = {}
+        #: The batches' own per-type counts; None once one lacks them or had duplicates.
+        self.types: list[tuple[str, int, float, float]] | None = []
+        self.lo: int | None = None  # eid range of the rows
+        self.hi: int | None = None
+
+    def count(self, name: str, n: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def span(self, first: int, last: int) -> None:
+        self.lo = first if self.lo is None else min(self.lo, first)
+        self.hi = last if self.hi is None else max(self.hi, last)
+
+
 class _MirroredThenFailed(Exception):
     def __init__(self, cause: sqlite3.OperationalError) -> None:
         self.cause = cause
@@ -423,6 +460,9 @@ def _waiting_for(err: Exception) -> str | None:
     return None
 
 
+_decode = msgspec.msgpack.Decoder(wire.ToWriter).decode
+
+
 class FrameReader:
     """Reads length-prefixed frames from a pipe, several at once when they are waiting."""
 
@@ -442,7 +482,7 @@ class FrameReader:
         else:
             self.eof = True
 
-    def _parse(self, out: list[list[Any]], limit: int) -> None:
+    def _parse(self, out: list[wire.ToWriter], limit: int) -> None:
         buf = self.buf
         pos = 0
         with memoryview(buf) as view:  # decode in place: no copy of each frame
@@ -450,14 +490,14 @@ class FrameReader:
                 (n,) = wire.HEADER.unpack_from(buf, pos)
                 if len(buf) - pos - 4 < n:
                     break
-                out.append(wire.unpack(view[pos + 4 : pos + 4 + n]))
+                out.append(_decode(view[pos + 4 : pos + 4 + n]))
                 pos += 4 + n
         del buf[:pos]
 
-    def read(self, limit: int = MAX_COALESCE, block: bool = True) -> list[list[Any]]:
+    def read(self, limit: int = MAX_COALESCE, block: bool = True) -> list[wire.ToWriter]:
         """Block for at least one frame (or EOF), then take whatever else is already waiting.
         With ``block=False``, only what is waiting (possibly nothing)."""
-        out: list[list[Any]] = []
+        out: list[wire.ToWriter] = []
         while block and not out and not self.eof:
             self._parse(out, limit)
             if not out:
@@ -469,7 +509,7 @@ class FrameReader:
         return out
 
 
-def _send(message: list[Any]) -> None:
+def _send(message: wire.FromWriter) -> None:
     data = memoryview(wire.pack(message))
     while data:
         n = os.write(1, data)
@@ -477,30 +517,36 @@ def _send(message: list[Any]) -> None:
 
 
 def serve(writer: Writer, reader: FrameReader) -> None:
-    policy: retention.Policy | None = None  # set while retention steps remain to be done
+    policy: wire.Policy | None = None  # set while retention steps remain to be done
     while True:
         frames = reader.read(block=policy is None)
-        for f in frames:
-            if f[0] == "views":
+        batches: list[wire.Batch] = []
+        fresh: wire.Policy | None = None
+        close = reader.eof
+        for f in frames:  # views first: the batches read with them may need them
+            if isinstance(f, wire.Batch):
+                batches.append(f)
+            elif isinstance(f, wire.Views):
                 try:
-                    writer.set_views(f[1])
+                    writer.set_views(f.columns)
                 except (HookdError, sqlite3.Error) as e:
                     log.error("views not changed: %s", e)
-        batches = [f for f in frames if f[0] == "batch"]
+            elif isinstance(f, wire.Retain):
+                fresh = f.policy
+            else:
+                close = True
         if batches:
             for reply in writer.commit(batches):
                 _send(reply)
-        if reader.eof or any(f[0] == "close" for f in frames):
+        if close:
             return
-        fresh = False
-        for f in frames:
-            if f[0] == "retain":
-                policy, fresh = retention.Policy.from_frame(f), True
+        if fresh is not None:
+            policy = fresh
         if policy is not None:
             # One short step between batches, so ingestion never waits for more than one.
-            r = writer.retain(policy, upkeep=fresh)
+            r = writer.retain(policy, upkeep=fresh is not None)
             if r.age or r.size or not r.more:
-                _send(["retained", r.age, r.size, r.more])
+                _send(wire.Retained(r.age, r.size, r.more))
             if not r.more:
                 policy = None
             elif not (r.age or r.size):
@@ -534,25 +580,24 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif replayed:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
-        _send(["ready", schema.max_eid(writer.db), schema.SCHEMA_VERSION, replayed])
+        _send(wire.Ready(schema.max_eid(writer.db), replayed))
     except sqlite3.DatabaseError as e:
         _send(
-            [
-                "fatal",
+            wire.Fatal(
                 f"database {args.db} is unreadable ({e}); move it aside, or run `hookd rebuild` "
-                "(with the daemon stopped) to recreate it from the mirror",
-            ]
+                "(with the daemon stopped) to recreate it from the mirror"
+            )
         )
         return 1
     except (HookdError, OSError, sqlite3.Error) as e:
-        _send(["fatal", str(e)])
+        _send(wire.Fatal(str(e)))
         return 1
-    writer.on_state = lambda state, since: _send(["state", state, since])
+    writer.on_state = lambda state, since: _send(wire.State(state, since))
     try:
         serve(writer, FrameReader(0))
     except (HookdError, OSError, sqlite3.Error) as e:
         log.error("%s", e)
-        _send(["fatal", str(e)])
+        _send(wire.Fatal(str(e)))
         return 1
     finally:
         writer.close()
