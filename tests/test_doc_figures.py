@@ -26,8 +26,7 @@ import pytest
 import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
-from hookd import cli, config, framing, wire
-from hookd.daemon import app as daemon_app
+from hookd import cli, config, framing, wal, wire
 from hookd.daemon import control_protocol, limits, retention_schedule, sdnotify
 from hookd.ops import githooks
 from hookd.paths import Paths
@@ -143,7 +142,7 @@ FIGURES = [
     Figure("docs/architecture.md", r"PASSIVE, every ([\d.]+ s)", DEFAULTS["checkpoint_interval"]),
     Figure("docs/operations.md", r"PASSIVE every ([\d.]+ s)", DEFAULTS["checkpoint_interval"]),
     Figure("docs/operations.md", r"checkpoints the WAL every ([\d.]+ s)", DEFAULTS["checkpoint_interval"]),
-    Figure("docs/operations.md", r"when the WAL holds more than (\d+ MiB)", daemon_app.WAL_TRUNCATE_BYTES),
+    Figure("docs/operations.md", r"when the WAL holds more than (\d+ MiB)", wal.TRUNCATE_BYTES),
     Figure("docs/operations.md", r"deleted ([\d ]+) events or more", retention_schedule.LARGE_DELETION),
     Figure("docs/operations.md", r"`retention_interval` \((\d+ s)\)", DEFAULTS["retention_interval"]),
     Figure("docs/configuration.md", r"\| `\[retention\] interval` \| (\d+ s) \|", DEFAULTS["retention_interval"]),

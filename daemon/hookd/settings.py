@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hookd import wal
 from hookd.errors import ConfigError
 from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
 from hookd.paths import PATH_RULES, Paths
@@ -362,7 +363,7 @@ class Settings:
     backlog: int = _default("backlog")
     #: How often the daemon checkpoints the WAL from its own connection (seconds). Not a key:
     #: nothing to tune (docs/performance.md).
-    checkpoint_interval: float = 0.5
+    checkpoint_interval: float = wal.INTERVAL
     spool_interval: float = _default("spool_interval")
     idle_timeout: float = _default("idle_timeout")
     allowed_uids: tuple[int, ...] = _default("allowed_uids")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from hookd import config, spool
+from hookd import config, spool, wal
 from hookd.daemon import retention_schedule, sdnotify
 from hookd.daemon.control import Control
 from hookd.daemon.control_listener import ControlListener
@@ -54,32 +54,22 @@ from hookd.settings import Settings
 
 log = logging.getLogger("hookd")
 
-#: When the WAL holds more than this, or after a large retention deletion, the checkpointer
-#: truncates the -wal file (a PASSIVE checkpoint only lets SQLite reuse it from the start).
-WAL_TRUNCATE_BYTES = 64 << 20
-
 
 async def checkpointer(settings: Settings, link: WriterLink) -> None:
-    """Run PASSIVE WAL checkpoints from a connection of our own, off the writer's path.
-
-    Checkpointing inside the writer cost about a fifth of its insert time in the design
-    measurements; here it runs in aiosqlite's thread, where SQLite releases the GIL.
-    A TRUNCATE checkpoint follows a PASSIVE one when the WAL is large: the PASSIVE one has
-    copied nearly everything already, so the TRUNCATE holds off the writer only briefly
-    (its wait for readers is bounded by the 100 ms busy timeout).
-    """
+    """WAL checkpoints (see hookd.wal) from a connection of our own, in aiosqlite's thread,
+    where SQLite releases the GIL: off the writer's path and off the event loop."""
     async with aiosqlite.connect(settings.paths.db) as db:
-        await db.execute("PRAGMA busy_timeout = 100")
-        async with db.execute("PRAGMA page_size") as cur:
+        await db.execute(wal.BUSY_TIMEOUT)
+        async with db.execute(wal.PAGE_SIZE) as cur:
             page_size = (await cur.fetchone())[0]
         while True:
             await asyncio.sleep(settings.checkpoint_interval)
             try:
-                async with db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
+                async with db.execute(wal.PASSIVE) as cur:
                     _busy, wal_pages, _copied = await cur.fetchone()
-                if link.truncate_wal or wal_pages * page_size >= WAL_TRUNCATE_BYTES:
+                if wal.should_truncate(wal_pages, page_size, asked=link.truncate_wal):
                     link.truncate_wal = False
-                    await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    await db.execute(wal.TRUNCATE)
             except aiosqlite.OperationalError as e:
                 log.debug("checkpoint skipped: %s", e)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hookd import wire, writer_client
+from hookd import wal, wire, writer_client
 from hookd.errors import AlreadyRunning, ConfigError, WriterError
 from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type
 from hookd.paths import Paths, daemon_running, private_dir
@@ -48,23 +48,26 @@ class ImportResult:
 
 
 class _Checkpointer(threading.Thread):
-    """PASSIVE WAL checkpoints from this process, as the daemon does: off the writer's path."""
+    """WAL checkpoints (see hookd.wal) from this process, as the daemon runs them: off the
+    writer's path."""
 
-    def __init__(self, db: Path, interval: float = 0.5) -> None:
+    def __init__(self, db: Path) -> None:
         super().__init__(name="hookd-import-checkpoints", daemon=True)
         self.db = db
-        self.interval = interval
         self.stop = threading.Event()
 
     def run(self) -> None:
         conn = sqlite3.connect(self.db, check_same_thread=False)
         try:
-            conn.execute("PRAGMA busy_timeout = 100")
-            while not self.stop.wait(self.interval):
+            conn.execute(wal.BUSY_TIMEOUT)
+            page_size = conn.execute(wal.PAGE_SIZE).fetchone()[0]
+            while not self.stop.wait(wal.INTERVAL):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, wal_pages, _copied = conn.execute(wal.PASSIVE).fetchone()
+                    if wal.should_truncate(wal_pages, page_size):
+                        conn.execute(wal.TRUNCATE)
                 except sqlite3.OperationalError:
-                    pass
+                    pass  # busy: the next round tries again
         finally:
             conn.close()
 
