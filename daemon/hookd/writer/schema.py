@@ -199,7 +199,9 @@ def connect(path: Path, *, synchronous: str = "normal", readonly: bool = False) 
             db.execute(f"PRAGMA synchronous = {SYNCHRONOUS[synchronous]}")
     except sqlite3.DatabaseError as e:
         hint = ""
-        if not isinstance(e, sqlite3.OperationalError) or "not a database" in str(e) or "malformed" in str(e):
+        code = getattr(e, "sqlite_errorcode", None)
+        damaged = isinstance(code, int) and code & 0xFF in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+        if not isinstance(e, sqlite3.OperationalError) or damaged:
             hint = "; move it aside, or run `hookd rebuild` (with the daemon stopped) to recreate it from the mirror"
         raise StoreError(f"cannot open database {path}: {e}{hint}") from None
     return db

@@ -64,12 +64,17 @@ def _as_sqlite3_errors() -> Iterator[None]:
     """apsw's errors as their sqlite3 counterparts, so callers handle one family."""
     try:
         yield
-    except (apsw.BusyError, apsw.LockedError) as e:
-        raise sqlite3.OperationalError(f"database is locked ({e})") from None
-    except apsw.FullError as e:
-        raise sqlite3.OperationalError(f"database or disk is full ({e})") from None
+    except (apsw.BusyError, apsw.LockedError, apsw.FullError) as e:
+        raise _coded(sqlite3.OperationalError(str(e)), e) from None
     except apsw.Error as e:
-        raise sqlite3.DatabaseError(str(e)) from None
+        raise _coded(sqlite3.DatabaseError(str(e)), e) from None
+
+
+def _coded(err: sqlite3.Error, source: Any) -> sqlite3.Error:
+    """Carry apsw's result code over as sqlite3's ``sqlite_errorcode``: retry decisions are
+    made on the code (``_waiting_for``), never on the message's words."""
+    err.sqlite_errorcode = getattr(source, "extendedresult", None) or getattr(source, "result", None)  # type: ignore[attr-defined]
+    return err
 
 
 class ApswConnection:
@@ -452,10 +457,11 @@ def _waiting_for(err: Exception) -> str | None:
     """What a failed commit waits for, or None if retrying cannot help."""
     if isinstance(err, OSError):
         return "waiting for disk space (mirror)" if err.errno in _NO_SPACE else None
-    msg = str(err).lower()
-    if "locked" in msg or "busy" in msg:
+    code = getattr(err, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None  # extended codes keep it in the low byte
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return "waiting for a database lock"
-    if "full" in msg:
+    if primary == sqlite3.SQLITE_FULL:
         return "waiting for disk space (database)"
     return None
 
