@@ -28,7 +28,8 @@ import hookd_client
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
 from hookd import cli, config, framing, wal, wire
 from hookd.daemon import control_protocol, limits, retention_schedule, sdnotify
-from hookd.ops import githooks
+from hookd.ops import claude, githooks
+from hookd.ops import status as status_command
 from hookd.paths import Paths
 from hookd.settings import Settings
 from hookd.writer import mirror
@@ -95,6 +96,7 @@ UNITS = {
     "minutes": 60,
     "d": 86400,
     "day": 86400,
+    "days": 86400,
 }
 QUANTITY = re.compile(r"(?:(\d[\d, ]*(?:\.\d+)?|a|one)\s*)?([A-Za-z]*)")
 
@@ -170,6 +172,16 @@ FIGURES = [
     Figure("docs/protocol.md", r"exits (\d+), never 2", SHELL_MISUSE_EXIT),
     Figure("docs/integrations.md", r"`files` lists at most (\d+) names", githooks.MAX_FILES),
     Figure("docs/operations.md", r"the last N events \(default (\d+)", TAIL_LINES),
+    # Claude Code's hooks and what hookd status says of them
+    Figure("docs/integrations.md", r'/v1/events", "timeout": (\d+)\}', claude.HTTP_TIMEOUT),
+    Figure("docs/integrations.md", r"where it waits for them \(at most (\d+ s);", claude.COMMAND_TIMEOUT),
+    Figure(
+        "docs/integrations.md",
+        r"counts these per session for the calls of the last (\d+ days)",
+        status_command.LOST_WINDOW,
+    ),
+    Figure("docs/operations.md", r"started since `since` \(the last (\d+ days)\)", status_command.LOST_WINDOW),
+    Figure("docs/operations.md", r"tool calls of the last (\d+ days) lack", status_command.LOST_WINDOW),
 ]
 
 

@@ -81,6 +81,7 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
         (1, "initial"),
         (2, "counters_and_spool"),
         (3, "analysis_views"),
+        (4, "claude_code_pairing"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id", "events_tool_use_id"} <= indexes
@@ -144,7 +145,7 @@ def test_type_named_like_sqlite_internal_gets_no_view(writer: Writer) -> None:
     writer.commit([make_batch(1, [b'{"type":"sqlite_master"}'], Framer())])
     assert writer.db.execute("SELECT count(*) FROM events WHERE type='sqlite_master'").fetchone() == (1,)
     views = {name for (name,) in writer.db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
-    assert views == {"tool_calls", "sessions"}  # the schema's own analysis views, no sqlite_master_events
+    assert views == {"tool_calls", "sessions", "lost_tool_calls"}  # the schema's own views, no sqlite_master_events
 
 
 def test_recovery_replays_mirror_lines_missing_from_sqlite(tmp_path: Path) -> None:

@@ -308,7 +308,7 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
 def _hooks_parser(sub: argparse._SubParsersAction) -> None:
     hooks = sub.add_parser(
         "hooks",
-        help="install hooks that send events to hookd (git)",
+        help="install hooks that send events to hookd (git, Claude Code)",
         description="Install or remove hooks that record events through hookd-emit.",
     )
     hooks_sub = hooks.add_subparsers(dest="hooks_command", metavar="SUBCOMMAND", required=True)
@@ -323,6 +323,51 @@ def _hooks_parser(sub: argparse._SubParsersAction) -> None:
     ):
         p = hooks_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("repo", nargs="?", default=".", type=Path, metavar="REPO", help="the repository (default: .)")
+    _claude_parsers(hooks_sub)
+
+
+#: ``hookd hooks install-claude --help``: what it writes and where (docs/integrations.md says more).
+CLAUDE_INSTALL_HELP = """\
+Merge hookd's hooks into a Claude Code settings file: one hook for every Claude Code event
+that can be recorded without changing what Claude Code does (the table, with the reason for
+each event left out or handled specially, is in docs/integrations.md, "Claude Code").
+
+Every other key and every hook already in the file is kept; hookd's hooks are appended to each
+event's list. Running it again refreshes them (the file stays byte-identical when nothing
+changed); the first change keeps the previous file as FILE.hookd-backup. A file that is not
+valid JSON is refused, with the line and column, and left untouched. The commands name this
+installation's hookd-emit by its absolute path, so Claude Code's PATH does not matter.
+
+--http (the default when the daemon's HTTP listener is configured, [http] listen or
+HOOKD_HTTP): http hooks where Claude Code allows them, no process per event, but an event is
+lost while nothing listens on the port (socket activation prevents that). --command: a
+`hookd-emit -` process per event, spooled while the daemon is down. SessionStart, Setup and
+PermissionRequest always use the command."""
+
+
+def _claude_parsers(hooks_sub: argparse._SubParsersAction) -> None:
+    settings_help = (
+        "the Claude Code settings file (default ~/.claude/settings.json; a project's "
+        ".claude/settings.json or .claude/settings.local.json works the same)"
+    )
+    inst = hooks_sub.add_parser(
+        "install-claude",
+        help="add hooks that record every Claude Code event to ~/.claude/settings.json (or --settings FILE)",
+        description=CLAUDE_INSTALL_HELP,
+        formatter_class=FORMATTER,
+    )
+    inst.add_argument("--settings", type=Path, metavar="FILE", help=settings_help)
+    form = inst.add_mutually_exclusive_group()
+    form.add_argument("--http", dest="form", action="store_const", const="http", help="http hooks where allowed")
+    form.add_argument("--command", dest="form", action="store_const", const="command", help="command hooks only")
+    _add_config_flags(inst)
+    uninst = hooks_sub.add_parser(
+        "uninstall-claude",
+        help="remove hookd's hooks from a Claude Code settings file",
+        description="Remove exactly the hooks `hookd hooks install-claude` added (every other hook and key "
+        "stays); when nothing else changed since, the file is put back byte for byte from FILE.hookd-backup.",
+    )
+    uninst.add_argument("--settings", type=Path, metavar="FILE", help=settings_help)
 
 
 #: Each command's parser, in the order ``hookd --help`` lists them.
@@ -632,10 +677,16 @@ def cmd_uninstall_service(args: argparse.Namespace) -> int:
 
 
 def cmd_hooks(args: argparse.Namespace) -> int:
-    from hookd.ops import githooks
+    from hookd.ops import claude, githooks
 
-    action = githooks.install if args.hooks_command == "install-git" else githooks.uninstall
-    for line in action(args.repo):
+    if args.hooks_command == "install-claude":
+        lines = claude.install(args.settings or claude.default_settings_file(), settings_from(args), args.form)
+    elif args.hooks_command == "uninstall-claude":
+        lines = claude.uninstall(args.settings or claude.default_settings_file())
+    else:
+        action = githooks.install if args.hooks_command == "install-git" else githooks.uninstall
+        lines = action(args.repo)
+    for line in lines:
         print(line)
     found = moved_client_paths()
     if found is not None and args.hooks_command == "install-git":

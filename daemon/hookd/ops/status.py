@@ -19,6 +19,10 @@ STATES: Final = ("never", "stale", "future", "live")
 #: How far ahead of this clock an event's ts may be and still count as now (a client's clock a
 #: little ahead); beyond it the type is ``future``: its staleness cannot be judged.
 FUTURE_SLACK: Final = 60.0
+#: ``hookd status`` counts lost tool calls that started within this many seconds (a week).
+LOST_WINDOW = 7 * 86400
+#: At most this many sessions are listed by name (all are counted).
+LOST_SESSIONS_SHOWN = 10
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -44,12 +48,14 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "spool_waiting": spool.waiting(paths.spool_dir),
         "db_bytes": None,
         "types": {},
+        "lost_tool_calls": None,
     }
     seen: dict[str, TypeSeen] = {}
     if paths.db.exists():
         with contextlib.closing(open_readonly(paths.db)) as conn:
             out.update(_totals(conn))
             seen = _types_seen(conn, now)
+            out["lost_tool_calls"] = lost_tool_calls(conn, now - LOST_WINDOW)
     types = _type_states(settings, seen, now)
     out["types"] = types
     out["summary"] = {
@@ -157,6 +163,37 @@ def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> d
     return types
 
 
+def lost_tool_calls(conn: sqlite3.Connection, since: float) -> dict[str, Any] | None:
+    """Tool calls with a PreToolUse and no closing event in sessions that have ended (the
+    ``lost_tool_calls`` view), started since ``since``: ``{"since", "total", "sessions":
+    {session: count}}``, latest ended first. None for a database older than the view."""
+    try:
+        rows = conn.execute(
+            "SELECT session, count(*) FROM lost_tool_calls WHERE started >= ? "
+            "GROUP BY session ORDER BY max(session_ended) DESC, session",
+            (since,),
+        ).fetchall()
+    except sqlite3.OperationalError:  # no such table: the daemon has not migrated it yet
+        return None
+    return {"since": since, "total": sum(n for _, n in rows), "sessions": dict(rows)}
+
+
+def _render_lost(lost: dict[str, Any] | None, w: Any) -> None:
+    if not lost or not lost["total"]:
+        return
+    sessions = lost["sessions"]
+    w(
+        f"lost: {lost['total']:,} tool call(s) in {len(sessions)} ended session(s) of the last "
+        f"{LOST_WINDOW // 86400} days have a PreToolUse and no PostToolUse, PostToolUseFailure or PermissionDenied "
+        "(hooks that Claude Code did not deliver)\n"
+    )
+    for session, n in list(sessions.items())[:LOST_SESSIONS_SHOWN]:
+        w(f"  {session}  {n:,}\n")
+    if len(sessions) > LOST_SESSIONS_SHOWN:
+        w(f"  ... and {len(sessions) - LOST_SESSIONS_SHOWN} more\n")
+    w('  see: hookd query "SELECT * FROM lost_tool_calls ORDER BY started DESC LIMIT 20"\n')
+
+
 def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
     """``{"rejected.bad_ts": 3}`` with prefix ``"rejected."`` -> ``{"bad_ts": 3}``."""
     return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
@@ -209,6 +246,7 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         if st["retention_deleted"]:
             parts.append(f"{st['retention_deleted']:,} events deleted by retention")
         w("also: " + ", ".join(parts) + "\n")
+    _render_lost(st.get("lost_tool_calls"), w)
     types = st["types"]
     if not types:
         w("\nno events stored yet\n")
