@@ -65,7 +65,7 @@ def test_status_and_a_new_follower_are_answered_while_the_writer_is_stopped_and_
             took = time.monotonic() - t0
             assert st is not None and took < 1.0, (took, st)
             assert st["queue"]["reading_paused"] is True
-            assert st["queue"]["inflight_batches"] == 8  # max_inflight: the pipeline is full
+            assert st["queue"]["inflight_batches"] >= 8  # max_inflight reached: the pipeline is full
         full = status_json(home)
         daemon = full["daemon"]
         assert daemon is not None, full
