@@ -56,7 +56,7 @@ class SocketPathError(HookdError):
 
 
 class AlreadyRunning(SocketPathError):
-    """Another hookd is serving the same socket path."""
+    """Another hookd is serving the same socket path, or writing the same database."""
 
 
 class DaemonDown(HookdError):

@@ -163,7 +163,7 @@ def resolve(
 
 
 def daemon_running(paths: Paths) -> bool:
-    """Whether a daemon holds the lock beside ``paths.socket`` (see server.Listener.bind)."""
+    """Whether a daemon holds the lock beside ``paths.socket`` (see daemon/listener.py)."""
     try:
         fd = os.open(paths.lock, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:

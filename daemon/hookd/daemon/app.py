@@ -2,14 +2,19 @@
 
 ``serve`` runs three phases:
 
-- ``_start``: private directories and systemd's environment, the event socket (bound or
-  inherited, with its lock), the open-file limit and signal handlers, the writer process (it
-  migrates the schema and replays the mirror if the last run crashed), then ``_assemble``
-  makes the parts and subscribes them to each other. Each step registers its undo on an
-  ``AsyncExitStack``.
+- ``_start``: signal handlers first (every start-up wait ends at SIGTERM or SIGINT); the
+  start-up checks (checks.py: directories made, the database and the directories writable,
+  refused before anything else); systemd's environment; the event socket claimed (its lock
+  taken, the path checked) or inherited; the database's own lock (db_lock.py: a second daemon
+  on the same database is refused at once); the open-file limit; the writer process (it waits
+  for a previous writer, migrates the schema and replays the mirror if need be). Then
+  ``_assemble`` makes the parts and subscribes them to each other. Each step registers its
+  undo on an ``AsyncExitStack``. A stop before the writer is ready kills it and exits 0.
 - ``_run``: a TaskGroup owns the background tasks (writer replies, WAL checkpoints,
-  retention, spool, rates, systemd); the control socket opens, then the event socket
-  accepts, and the daemon reports ready. It serves until SIGTERM or SIGINT.
+  retention, spool, rates, systemd); the control socket opens, then the event socket is
+  bound (only now: until the writer is ready, clients spool rather than wait in a queue that
+  a failed start would drop) and accepts, and the daemon reports ready. It serves until
+  SIGTERM or SIGINT.
 - ``_stop``: stop accepting and read what clients already sent, flush the last batch, wait
   for every commit, close the writer; exit 0.
 
@@ -18,9 +23,10 @@ The exit stack then undoes the start, on every path (a failed writer too), in re
 1. every control connection closed, the control socket removed;
 2. the event socket's path removed: new clients spool at once instead of waiting;
 3. the writer closed (after a clean stop it has exited already; after a failure it is gone);
-4. the signal handlers removed;
-5. the lock released: only now may another daemon start a writer on the same database;
-6. the systemd notifier closed.
+4. the database's lock released, then the socket's: only now may another daemon start on
+   them;
+5. the systemd notifier closed;
+6. the signal handlers removed.
 
 A failed writer ends the TaskGroup with a ``WriterError``: ``serve`` logs one line and returns 1
 (no traceback).
@@ -31,13 +37,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiosqlite
 
-from hookd import config, spool, wal
-from hookd.daemon import retention_schedule, sdnotify
+from hookd import config, db_lock, spool, wal
+from hookd.daemon import checks, retention_schedule, sdnotify
 from hookd.daemon.control import Control
 from hookd.daemon.control_listener import ControlListener
 from hookd.daemon.flow import FlowControl
@@ -48,8 +57,8 @@ from hookd.daemon.peers import UidRule
 from hookd.daemon.server import Server
 from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import WriterLink
-from hookd.errors import WriterError
-from hookd.paths import control_path, private_dir
+from hookd.errors import AlreadyRunning, WriterError
+from hookd.paths import choose, control_path
 from hookd.settings import Settings
 
 log = logging.getLogger("hookd")
@@ -186,6 +195,8 @@ async def serve(settings: Settings) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             d = await _start(settings, stack)
+            if d is None:
+                return 0  # stopped during start-up, as asked, before accepting anything
             return await _run(d)
     except* WriterError as eg:
         for e in eg.exceptions:
@@ -194,11 +205,12 @@ async def serve(settings: Settings) -> int:
 
 
 # -- start ---------------------------------------------------------------------------------------
-async def _start(settings: Settings, stack: contextlib.AsyncExitStack) -> Daemon:
-    """The start phases, in order; each registers its undo on ``stack`` (see the module doc)."""
+async def _start(settings: Settings, stack: contextlib.AsyncExitStack) -> Daemon | None:
+    """The start phases, in order; each registers its undo on ``stack`` (see the module doc).
+    None when SIGTERM or SIGINT came before the writer was ready."""
     paths = settings.paths
-    for directory in (paths.db.parent, paths.mirror_dir, paths.spool_dir):
-        private_dir(directory)
+    stop = _install_signals(stack)  # first: every wait below must end at SIGTERM or SIGINT
+    db_existed = await asyncio.to_thread(checks.prepare, paths, settings.sources)
     # Read (and removed from the environment) before the writer starts, so that it inherits
     # neither systemd's sockets nor its notification socket.
     fds = sdnotify.listen_fds()  # socket activation: systemd holds the socket, we inherit it
@@ -207,21 +219,114 @@ async def _start(settings: Settings, stack: contextlib.AsyncExitStack) -> Daemon
     if fds:
         listener = Listener.inherit(fds, paths.socket)
     else:
-        listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+        listener = Listener.claim(paths.socket, paths.lock)  # bound in _open, once the writer is ready
     stack.callback(listener.release)
+    stack.callback(os.close, _own_database(paths.db, listener.path))
+    _warn_if_clients_look_elsewhere(listener, settings)
     raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
-    stop = _install_signals(stack)
     link = WriterLink(settings)
     stack.push_async_callback(_close_writer, link)
     stack.callback(listener.unlink)
-    await link.start()
-    if link.replayed:
-        log.warning("recovered %d events from the mirror after an unclean stop", link.replayed)
+    if not await _writer_started(link, stop):
+        log.warning(
+            "stopped before ready (SIGTERM or SIGINT) while the writer was still starting (waiting for a "
+            "lock, migrating the schema or replaying the mirror: see the lines above); nothing had been "
+            "accepted yet (clients spool meanwhile, or wait in systemd's socket)"
+        )
+        return None
+    _log_replayed(settings, link.replayed, db_existed)
     link.send_views(view_columns(settings))
     d = _assemble(settings, listener, notifier, stop, link)
     stack.push_async_callback(d.control_listener.stop)
     stack.callback(d.control.close)
     return d
+
+
+def _own_database(db: Path, socket: Path) -> int:
+    """Take the database's own lock (db_lock) before anything is bound or started: a second
+    daemon on the same database, whatever its socket, is refused at once, naming the first."""
+    try:
+        return db_lock.take(db, socket=socket)
+    except db_lock.Held as e:
+        holder = e.holder
+        if holder.socket is not None:
+            todo = (
+                f"one daemon writes a database: send events to that one (export HOOKD_SOCKET={holder.socket}), "
+                "or give this one another database with --db or HOOKD_HOME"
+            )
+        else:
+            todo = "wait for it to finish, then start hookd again"
+        raise AlreadyRunning(f"database {db} is in use by {holder.describe()}; {todo}") from None
+
+
+async def _writer_started(link: WriterLink, stop: asyncio.Event) -> bool:
+    """Start the writer; False when SIGTERM or SIGINT came first.
+
+    The writer can take long to be ready, or forever: it waits for the lock of a writer still
+    finishing (after a kill -9 of its daemon, or a ``hookd import``), for SQLite's lock while
+    it migrates, and it replays what the mirror holds beyond the database. A stop meanwhile
+    kills it: it has been handed no event (the event socket is bound only once it is ready),
+    and an unfinished migration or replay transaction is rolled back by SQLite and done again
+    at the next start.
+    """
+    starting = asyncio.ensure_future(link.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+    if not starting.cancelled():
+        try:
+            starting.result()  # the writer's own failure (WriterError), if it failed
+        except OSError as e:  # it could not even be started: one line, not a traceback
+            raise WriterError(f"cannot start the writer process ({sys.executable} -m hookd.writer): {e}") from None
+        return True
+    if link.proc is not None and link.proc.returncode is None:
+        link.proc.kill()  # it ignores SIGTERM: the daemon owns its lifetime
+        await link.proc.wait()
+    return False
+
+
+def _log_replayed(settings: Settings, replayed: int, db_existed: bool) -> None:
+    """Say why events came from the mirror: an unclean stop, or a database that was not there."""
+    if not replayed:
+        return
+    if db_existed:
+        log.warning("recovered %d events from the mirror after an unclean stop", replayed)
+    else:
+        log.info(
+            "the database %s was new: loaded %d events from the mirror in %s (the first start with this "
+            "database, or it was deleted)",
+            settings.paths.db,
+            replayed,
+            settings.paths.mirror_dir,
+        )
+
+
+def _warn_if_clients_look_elsewhere(listener: Listener, settings: Settings) -> None:
+    """Clients find the socket by HOOKD_SOCKET, else HOOKD_HOME, else the default; not by the
+    configuration file, the daemon's flags or systemd's socket unit. Our own environment is the
+    best guess of theirs."""
+    expected, step = choose("socket", os.environ)
+    if listener.path == expected:
+        return
+    by = {"env": "HOOKD_SOCKET", "home": "HOOKD_HOME"}.get(step, "the default")
+    if listener.owned:
+        origin = checks.origin(settings.sources.get("socket", "default"), "--socket")
+        where = f"{listener.path} ({origin})"
+        what = f"clients look for the socket at {expected} ({by}), but this daemon listens at {where}"
+    else:
+        what = f"systemd passed the socket {listener.path}, but clients look for {expected} ({by})"
+    log.warning(
+        "%s: their events would be spooled and wait. Point them at it: export HOOKD_SOCKET=%s where hooks "
+        "run (docs/configuration.md)",
+        what,
+        listener.path,
+    )
 
 
 def _install_signals(stack: contextlib.AsyncExitStack) -> asyncio.Event:
@@ -304,6 +409,7 @@ async def _open(d: Daemon, tg: asyncio.TaskGroup, tasks: Tasks) -> None:
     """Open the control socket, then accept on the event socket, then report ready."""
     if await d.control_listener.start():
         d.state.control_socket = str(d.control_listener.path)
+    await asyncio.to_thread(d.listener.bind, d.settings.backlog)  # clients spooled until now
     await d.server.start()
     origin = "" if d.listener.owned else " (from systemd)"
     paths = d.settings.paths

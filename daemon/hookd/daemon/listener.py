@@ -1,4 +1,5 @@
-"""The event socket's listening side: bind it (or take it from systemd), its lock, its file.
+"""The event socket's listening side: claim it, then bind it (or take it from systemd), its lock,
+its file.
 
 Rules: the socket file has mode 0600 in a private directory; a file at the path is replaced
 only when it is a stale socket of ours (nobody answers on it); a lock file beside it keeps a
@@ -24,30 +25,49 @@ log = logging.getLogger("hookd.server")
 
 
 class Listener:
-    """A listening Unix stream socket: bound here (``owned``) or inherited from systemd."""
+    """A listening Unix stream socket: bound here (``owned``) or inherited from systemd.
 
-    def __init__(self, sock: socket.socket, path: Path, *, owned: bool, lock_fd: int | None = None) -> None:
-        self.sock = sock
+    An owned socket is claimed first (its lock taken, the path checked) and bound only once
+    the writer is ready (``bind``): until then clients find no daemon and spool, so a start
+    that fails or is stopped while the writer is still starting leaves nothing behind in a
+    listen queue (what waits there is lost when the socket closes). An inherited socket's
+    queue is systemd's and survives us.
+    """
+
+    def __init__(self, path: Path, *, sock: socket.socket | None = None, lock_fd: int | None = None) -> None:
         self.path = path
-        self.owned = owned
+        self._sock = sock
+        self.owned = sock is None
         self._lock_fd = lock_fd
-        self._ino = os.stat(path).st_ino if owned else None
+        self._ino: int | None = None
+
+    @property
+    def sock(self) -> socket.socket:
+        if self._sock is None:
+            raise RuntimeError(f"the socket {self.path} is not bound yet")
+        return self._sock
 
     @classmethod
-    def bind(cls, path: Path, lock_path: Path, backlog: int) -> Listener:
-        """Bind ``path`` with mode 0600 in a private directory, replacing a stale socket file.
-
-        Refuses (SocketPathError) to touch anything that is not a socket of ours, and
-        (AlreadyRunning) to take a path a live daemon is serving.
-        """
+    def claim(cls, path: Path, lock_path: Path) -> Listener:
+        """Take ``path`` for this daemon: its directory checked (private), the lock beside it
+        taken, a file already there checked. Refuses (SocketPathError) anything that is not a
+        socket of ours, and (AlreadyRunning) a path a live daemon is serving. Not bound yet."""
         check_socket_dir(path.parent)
         lock_fd = _take_lock(lock_path, path)
         try:
-            sock = bind_unix(path, backlog)
+            _stale(path)
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(sock, path, owned=True, lock_fd=lock_fd)
+        return cls(path, lock_fd=lock_fd)
+
+    def bind(self, backlog: int) -> None:
+        """Bind a claimed path (mode 0600), replacing a stale socket file; blocking file system
+        calls (run in a thread). Nothing to do for an inherited socket."""
+        if self._sock is not None:
+            return
+        self._sock = bind_unix(self.path, backlog)
+        self._ino = os.stat(self.path).st_ino
 
     @classmethod
     def inherit(cls, fds: list[tuple[int, str]], path: Path) -> Listener:
@@ -80,15 +100,8 @@ class Listener:
                 "the socket unit needs ListenStream=%t/hookd/hookd.sock (see systemd/hookd.socket)"
             )
         name = sock.getsockname()
+        # Its real path: the lock goes beside it. Where clients look is app.py's warning.
         real = Path(name) if isinstance(name, str) and name.startswith("/") else path
-        if real != path:
-            log.warning(
-                "systemd passed the socket %s, but clients look for %s (HOOKD_SOCKET, HOOKD_HOME or "
-                "the default): make the socket unit listen there, or point clients at %s",
-                real,
-                path,
-                real,
-            )
         try:
             check_socket_dir(real.parent)
             lock_fd = _take_lock(real.with_name(real.name + ".lock"), real)
@@ -96,11 +109,11 @@ class Listener:
             sock.close()  # our descriptor only: systemd's stays open and listening
             raise
         sock.setblocking(False)
-        return cls(sock, real, owned=False, lock_fd=lock_fd)
+        return cls(real, sock=sock, lock_fd=lock_fd)
 
     def unlink(self) -> None:
         """Remove our socket file, so new clients see 'no daemon' (and spool) at once."""
-        if not self.owned:
+        if not self.owned or self._ino is None:
             return  # an inherited socket belongs to systemd, which keeps listening for us
         with contextlib.suppress(OSError):
             if os.stat(self.path).st_ino == self._ino:
@@ -149,10 +162,18 @@ def bind_unix(path: Path, backlog: int) -> socket.socket:
 
 
 def _clear_stale(path: Path) -> None:
+    if _stale(path):
+        log.info("removing stale socket %s left by a daemon that is gone", path)
+        os.unlink(path)
+
+
+def _stale(path: Path) -> bool:
+    """Whether ``path`` holds a stale socket of ours (nobody answers on it); False when there is
+    nothing. Raises for anything hookd must not replace: not a socket, another user's, live."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return False
     if not stat.S_ISSOCK(st.st_mode):
         kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a socket"
         raise SocketPathError(
@@ -165,9 +186,7 @@ def _clear_stale(path: Path) -> None:
         probe.settimeout(1.0)
         probe.connect(os.fspath(path))
     except ConnectionRefusedError:
-        log.info("removing stale socket %s left by a daemon that is gone", path)
-        os.unlink(path)
-        return
+        return True
     except OSError as e:
         if e.errno in (errno.EAGAIN, errno.ETIMEDOUT):
             raise AlreadyRunning(f"a live process is serving {path} (it is busy); not taking it over") from None

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hookd import db_lock
 from hookd.errors import AlreadyRunning, HookdError
 from hookd.paths import Paths, daemon_running, private_dir
 from hookd.writer import schema
@@ -50,6 +51,13 @@ def rebuild(paths: Paths) -> RebuildResult:
     if not files:
         raise HookdError(f"no mirror files in {paths.mirror_dir}: nothing to rebuild from")
     private_dir(paths.db.parent)
+    # Held until the new database is in place: a daemon started meanwhile (on any socket) would
+    # write the old file, which the swap below replaces.
+    with db_lock.for_command(paths.db, "hookd rebuild"):
+        return _rebuild(paths, files)
+
+
+def _rebuild(paths: Paths, files: list[Path]) -> RebuildResult:
     tmp = paths.db.with_name(paths.db.name + f".rebuild-{os.getpid()}")
     for p in _sidecars(tmp):
         p.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from hookd import db_lock
 from hookd.errors import AlreadyRunning, HookdError
 from hookd.paths import Paths, daemon_running
 from hookd.wire import Policy
@@ -47,6 +48,11 @@ def vacuum(paths: Paths, *, max_age: float | None = None, max_size: int | None =
         )
     if not paths.db.exists():
         raise HookdError(f"no database at {paths.db}: nothing to vacuum")
+    with db_lock.for_command(paths.db, "hookd vacuum"):  # a daemon on another socket, too
+        return _vacuum(paths, max_age, max_size)
+
+
+def _vacuum(paths: Paths, max_age: float | None, max_size: int | None) -> VacuumResult:
     lock = schema.writer_lock(paths.db)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
