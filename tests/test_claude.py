@@ -436,11 +436,13 @@ def test_every_event_through_the_installed_commands(daemon: Daemon, home: Path, 
     rows = daemon.query("SELECT type, session, data FROM events ORDER BY eid")
     types = {e.name: e.type for e in claude.EVENTS}
     assert rows == [(types[e], S1, raw.decode()) for e, raw in sent]  # whole, byte for byte, in order
-    assert daemon.query("SELECT tool_use_id, tool_name, status, duration_ms FROM tool_calls ORDER BY pre_eid") == [
-        ("toolu_01", "Bash", "finished", 812),  # Claude Code's own duration_ms
-        ("toolu_02", "Read", "failed", 3),
-        ("toolu_03", "Bash", "unfinished", None),
-        ("toolu_04", "Edit", "unfinished", None),
+    assert daemon.query(
+        "SELECT tool_use_id, tool_name, status, duration_ms, duration_source FROM tool_calls ORDER BY pre_eid"
+    ) == [
+        ("toolu_01", "Bash", "finished", 812, "claude_code"),  # Claude Code's own duration_ms
+        ("toolu_02", "Read", "failed", 3, "claude_code"),
+        ("toolu_03", "Bash", "unfinished", None, None),
+        ("toolu_04", "Edit", "unfinished", None, None),
     ]
     # Denied (PermissionDenied) is not lost; t4 is: a PreToolUse and nothing after it, session ended.
     assert daemon.query("SELECT session, tool_use_id, tool_name FROM lost_tool_calls") == [(S1, "toolu_04", "Edit")]

@@ -56,12 +56,14 @@ def test_tool_calls_and_sessions_views(daemon: Daemon, home: Path, socat: str) -
     emit_wait(home, tool("PostToolUse", "t4", "b"))
     emit_wait(home, {"hook_event_name": "SessionEnd", "session_id": "a", "reason": "logout"})
 
-    calls = daemon.query("SELECT session, tool_use_id, status, duration_ms >= 0 FROM tool_calls ORDER BY pre_eid")
-    assert calls == [
-        ("a", "t1", "finished", 1),
-        ("a", "t2", "unfinished", None),
-        ("a", "t3", "failed", 1),
-        ("b", "t4", "finished", 1),
+    calls = daemon.query(
+        "SELECT session, tool_use_id, status, duration_ms >= 0, duration_source FROM tool_calls ORDER BY pre_eid"
+    )
+    assert calls == [  # no duration_ms in these payloads: the time between receptions
+        ("a", "t1", "finished", 1, "received"),
+        ("a", "t2", "unfinished", None, None),
+        ("a", "t3", "failed", 1, "received"),
+        ("b", "t4", "finished", 1, "received"),
     ]
     a = daemon.query(
         "SELECT events, prompts, tool_calls, tool_failures, tool_calls_unfinished, end_reason, cwd, "

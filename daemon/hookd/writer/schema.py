@@ -153,7 +153,9 @@ def _m004_claude_code_pairing(db: sqlite3.Connection) -> None:
         -- `hookd hooks install-claude` writes them) and may reach hookd out of order: a call's
         -- closing event is its first PostToolUse or PostToolUseFailure by tool_use_id, before or
         -- after the PreToolUse. duration_ms is Claude Code's own figure where the closing event
-        -- carries one (PostToolUse, PostToolUseFailure), else the gap between receptions.
+        -- carries one (PostToolUse, PostToolUseFailure since 2.1.119), else the gap between the
+        -- times hookd received the two events (which holds the hooks' own cost); duration_source
+        -- says which: 'claude_code' or 'received'.
         DROP VIEW IF EXISTS tool_calls;
         CREATE VIEW tool_calls AS
         SELECT pre.session                                  AS session,
@@ -164,6 +166,9 @@ def _m004_claude_code_pairing(db: sqlite3.Connection) -> None:
                CASE WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
                     THEN json_extract(post.data, '$.duration_ms')
                     ELSE round((post.ts - pre.ts) * 1000.0, 1) END AS duration_ms,
+               CASE WHEN post.eid IS NULL THEN NULL
+                    WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
+                    THEN 'claude_code' ELSE 'received' END  AS duration_source,
                CASE WHEN post.eid IS NULL THEN 'unfinished'
                     WHEN post.type = 'post_tool_use_failure' THEN 'failed'
                     ELSE 'finished' END                     AS status,
