@@ -98,15 +98,30 @@ def test_bad_lines_are_rejected_with_reasons_and_cost_no_good_event(daemon: Daem
     assert "\\xff" in previews[-1]
 
 
-def test_oversized_line_is_rejected_and_the_next_line_is_read(home) -> None:
+def test_oversized_line_is_cut_or_rejected_and_the_next_line_is_read(home) -> None:
     d = Daemon(home, "--max-line", "1024").start()
     try:
-        d.send(b'{"type":"before"}\n' + b'{"type":"big","x":"' + b"a" * 5000 + b'"}\n{"type":"after"}\n')
+        d.send(
+            b'{"type":"before"}\n'
+            + b'{"type":"big","x":"'
+            + b"a" * 5000
+            + b'"}\n'  # cut to fit
+            + b"["
+            + b"1," * 3000
+            + b"1]\n"  # not an object: rejected
+            + b'{"type":"after"}\n'
+        )
         assert d.stop() == 0
     finally:
         d.kill()
-    assert [r[0] for r in d.query("SELECT type FROM events ORDER BY eid")] == ["before", "after"]
-    assert d.query("SELECT reason, size FROM rejected") == [("too_long", 5000 + 21)]
+    rows = [(t, json.loads(data)) for t, data in d.query("SELECT type, data FROM events ORDER BY eid")]
+    assert [t for t, _ in rows] == ["before", "big", "after"]
+    assert rows[1][1]["_hookd_truncated"] == {
+        "size": 5000 + 21,
+        "limit": 1024,
+        "values": [{"path": "$.x", "length": 5000}],
+    }
+    assert d.query("SELECT reason, size FROM rejected") == [("too_long", 6003)]
 
 
 def test_last_line_without_newline_counts_and_many_events_per_connection(daemon: Daemon) -> None:

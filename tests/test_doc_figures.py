@@ -26,7 +26,7 @@ import pytest
 import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
-from hookd import cli, config, framing, wal, wire
+from hookd import cli, config, framing, oversize, wal, wire
 from hookd.daemon import control_protocol, limits, retention_schedule, sdnotify
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
@@ -88,6 +88,7 @@ UNITS = {
     "B": 1,
     "KiB": 1 << 10,
     "MiB": 1 << 20,
+    "GiB": 1 << 30,
     "ms": 0.001,
     "s": 1,
     "second": 1,
@@ -138,6 +139,19 @@ FIGURES = [
     Figure("docs/operations.md", r"keep sending for up to (\S+ seconds?)", DEFAULTS["shutdown_grace"]),
     Figure("docs/protocol.md", r"`--idle-timeout` seconds \((\d+) by default\)", DEFAULTS["idle_timeout"]),
     Figure("docs/protocol.md", r"\((\d+ MiB) by default, `--max-line`\)", DEFAULTS["max_line"]),
+    # events over the line limit (oversize.py)
+    Figure("docs/protocol.md", r"over `max_line` \((\d+ MiB)\)", DEFAULTS["max_line"]),
+    Figure("docs/protocol.md", r"over `truncate_limit` \((\d+ MiB);", DEFAULTS["truncate_limit"]),
+    Figure("docs/protocol.md", r"none is cut below (\d+)\s+characters", oversize.MIN_KEEP),
+    Figure("docs/protocol.md", r"longest first, at most (\d+) of them", oversize.MAX_LISTED),
+    Figure("docs/protocol.md", r"with over ([\d,]+) values to look at", oversize.MAX_VALUES),
+    Figure("docs/protocol.md", r"about ([\d,]+) of\s+its values", oversize.MAX_VALUES),
+    Figure("docs/protocol.md", r"at most (\d+) × `truncate_limit`", oversize.BUDGET_FACTOR),
+    Figure(
+        "docs/protocol.md", r"× `truncate_limit` \((\d+ MiB)\)", oversize.BUDGET_FACTOR * DEFAULTS["truncate_limit"]
+    ),
+    Figure("docs/protocol.md", r"cuts them too \(up to (\d+) ×", oversize.CUT_FACTOR),
+    Figure("docs/configuration.md", r"holds at most (\d+) × this", oversize.BUDGET_FACTOR),
     Figure("docs/protocol.md", r"the daemon reads the spool within (a second)", DEFAULTS["spool_interval"]),
     Figure("docs/operations.md", r"`stale_after` \(default (one day)", DEFAULTS["stale_after"]),
     # checkpoints and retention
@@ -204,7 +218,8 @@ def test_doc_quotes_the_constant(figure: Figure) -> None:
 RANGES: list[tuple[str, str, str]] = [
     ("docs/configuration.md", r"commit when a batch holds N events \((\d+)–(\d+)\)", "batch_size"),
     ("docs/configuration.md", r"waited this long \(up to (\d+ s)\)", "batch_delay"),
-    ("docs/configuration.md", r"rejected as `too_long` \((\d+ B)–(\d+ MiB)\)", "max_line"),
+    ("docs/configuration.md", r"longest line stored as sent \((\d+ B)–(\d+ MiB)\)", "max_line"),
+    ("docs/configuration.md", r"over all connections \((\d+)–(\d+ GiB)\)", "truncate_limit"),
     ("docs/configuration.md", r"completed no line for this long \(([\d.]+ s)–(\d+ d)\)", "idle_timeout"),
     ("docs/configuration.md", r"`max_size` is at least (\d+ KiB)", "max_size"),
     ("docs/configuration.md", r"`retention_interval` ([\d.]+ s) to (\d+ day)", "retention_interval"),

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import Daemon, clean_env
 from hookd.framing import NO_PEER, Framer, Rejection
+from hookd.settings import DEFAULT_TRUNCATE_LIMIT
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "jsontestsuite" / "test_parsing"
@@ -112,7 +113,8 @@ BAD_LINES: list[tuple[str, bytes, str]] = [
     ("type too long", b'{"type":"' + b"a" * 64 + b'"}', "bad_type"),
     ("10,000 nested arrays", b'{"type":"x","v":' + b"[" * 10_000 + b"]" * 10_000 + b"}", "too_deep"),
     ("10,000 nested objects", b'{"type":"x","v":' + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"}", "too_deep"),
-    ("line over 1 MiB", b'{"type":"x","v":"' + b"a" * (1 << 20) + b'"}', "too_long"),
+    # (one with long strings would be cut to fit and stored: tests/test_oversize.py)
+    ("line over 1 MiB that cannot be cut", b'{"type":"x","v":[' + b"0," * (1 << 19) + b"0]}", "too_long"),
 ]
 
 # Valid events that are merely large or odd: stored, byte for byte.
@@ -272,13 +274,124 @@ def test_100_mib_line_without_newline_is_skipped_in_bounded_memory(home: Path) -
     assert sizes == [100 << 20, (100 << 20) + len(b'{"type":"big","v":"') + 2]
     assert d.count("type = 'good'") == 3
     (home.parent / "hookd-100mib-rss.txt").write_text(f"{base / 1024:.1f} {peak[0] / 1024:.1f}\n")
-    assert grew_mb < 16, f"daemon RSS grew {grew_mb:.1f} MB while skipping 200 MiB"
+    # A line is held whole up to the cutting limit (16 MiB), to be cut to fit, before it is
+    # known to be too long for that: then skipped, and what it held given back.
+    limit_mb = DEFAULT_TRUNCATE_LIMIT / (1 << 20)
+    assert grew_mb < limit_mb + 16, f"daemon RSS grew {grew_mb:.1f} MB while skipping 200 MiB"
     record(
         f"two 100 MiB lines (one without any newline); daemon RSS +{grew_mb:.1f} MB",
         5,
         3,
         rejected_by_reason(d),
         0,
+    )
+
+
+def big_post_tool_use(i: int, size: int) -> bytes:
+    """A Claude Code PostToolUse with ``size`` bytes of tool output: over max_line, cuttable."""
+    event = {
+        "hook_event_name": "PostToolUse",
+        "session_id": "s-big",
+        "tool_name": "Bash",
+        "tool_use_id": f"toolu_{i}",
+        "tool_response": {"stdout": "o" * size, "stderr": ""},
+    }
+    return json.dumps(event).encode()
+
+
+def read_replies(s: socket.socket, n: int) -> list[dict]:
+    buf = b""
+    while buf.count(b"\n") < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return [json.loads(x) for x in buf.splitlines()]
+
+
+def test_ten_2mb_tool_calls_at_once_are_all_cut_stored_and_paired(daemon: Daemon) -> None:
+    """Claude Code's parallel tool calls, each answered with 2 MB of output, with the default
+    limits: every PostToolUse is stored cut to fit, and pairs with its PreToolUse."""
+    conns = []
+    for i in range(10):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(str(daemon.socket))
+        pre = {"hook_event_name": "PreToolUse", "session_id": "s-big", "tool_name": "Bash", "tool_use_id": f"toolu_{i}"}
+        conns.append((s, json.dumps(pre).encode() + b"\n" + big_post_tool_use(i, 2_000_000) + b"\n"))
+    for pos in range(0, max(len(p) for _, p in conns), 1 << 16):
+        for s, payload in conns:
+            s.sendall(payload[pos : pos + (1 << 16)])
+    for s, _ in conns:
+        s.close()
+    assert daemon.wait_count(20) == 20
+    assert daemon.stop() == 0, daemon.logtext
+    assert daemon.query("SELECT count(*) FROM tool_calls WHERE status = 'finished'") == [(10,)]
+    assert counters(daemon)["truncated"] == 10 and rejected_by_reason(daemon) == {}
+    record("ten 2 MB Claude Code tool calls at once (PreToolUse + PostToolUse): all cut to fit, all paired", 20, 20, {})
+
+
+@pytest.mark.slow
+def test_many_oversized_senders_at_once_are_cut_or_refused_in_bounded_memory(home: Path) -> None:
+    """40 connections send a 3 MB acknowledged PostToolUse at once, a chunk each in turn, and
+    8 more a 2 MB array that cannot be cut, with a good event after each. The daemon holds at
+    most 4 x truncate_limit (4 MiB here) of such lines at once: the lines it could hold are
+    cut and stored, the others are answered too_long (the budget is named), every good event
+    is stored, and its RSS stays bounded."""
+    d = Daemon(home, env=clean_env(home, HOOKD_TRUNCATE_LIMIT="4MiB")).start()
+    assert d.proc is not None
+    pid, base, peak, done = d.proc.pid, rss_kb(d.proc.pid), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kb(pid))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    numbers = b'{"type":"numbers","v":[' + b"1," * (1 << 20) + b"1]}"
+    payloads = [b"?" + big_post_tool_use(i, 3_000_000) for i in range(40)] + [b"?" + numbers] * 8
+    conns = []
+    try:
+        for i, payload in enumerate(payloads):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(d.socket))
+            s.settimeout(60)
+            conns.append((s, payload + b"\n?" + good(i) + b"\n"))
+        for pos in range(0, max(len(p) for _, p in conns), 1 << 16):  # all of them in step
+            for s, payload in conns:
+                if pos < len(payload):
+                    s.sendall(payload[pos : pos + (1 << 16)])
+        replies = []
+        for s, _ in conns:
+            s.shutdown(socket.SHUT_WR)
+            replies.append(read_replies(s, 2))
+    finally:
+        for s, _ in conns:
+            s.close()
+        done.set()
+        sampler.join()
+    assert d.stop() == 0, d.logtext
+    assert all(len(r) == 2 and r[1]["ok"] for r in replies), replies  # every good event, acknowledged
+    cut = [r[0] for r in replies[:40] if r[0]["ok"]]
+    refused = [r[0] for r in replies[:40] if not r[0]["ok"]]
+    assert cut and refused, "some were held and cut, the others found the budget spent"
+    assert all(r["truncated"][0]["path"] == "$.tool_response.stdout" for r in cut)
+    assert all(r["reason"] == "too_long" and "memory set aside for cutting" in r["detail"] for r in refused)
+    # the arrays: refused as they cannot be cut, or before that, for want of the budget
+    assert all(r[0]["reason"] == "too_long" and "limit 1048576)" in r[0]["detail"] for r in replies[40:])
+    assert d.count("type = 'good'") == 48 and d.count("type = 'post_tool_use'") == len(cut)
+    assert rejected_by_reason(d) == {"too_long": len(refused) + 8}
+    assert counters(d)["truncated"] == len(cut)
+    grew_mb = (peak[0] - base) / 1024
+    print(f"cut {len(cut)}, refused {len(refused)}, RSS {base / 1024:.0f} -> {peak[0] / 1024:.0f} MB")
+    # The budget (16 MiB here), one line being cut (a few copies of it) and the allocator's slack.
+    assert grew_mb < 96, f"daemon RSS grew {grew_mb:.1f} MB"
+    record(
+        f"48 oversized lines at once (40 cuttable, 3 MB, with a 16 MiB budget: {len(cut)} cut and stored), "
+        f"a good event after each; daemon RSS +{grew_mb:.0f} MB",
+        96,
+        48 + len(cut),
+        rejected_by_reason(d),
     )
 
 

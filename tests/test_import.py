@@ -84,13 +84,19 @@ def test_import_refuses_while_the_daemon_runs_and_reports_missing_files(daemon: 
     assert bad_type.returncode == 2
 
 
-def test_import_skips_oversized_lines_in_bounded_memory(home: Path, tmp_path: Path) -> None:
+def test_import_cuts_oversized_lines_or_skips_them_in_bounded_memory(home: Path, tmp_path: Path) -> None:
+    """Import splits lines with framing's LineSplitter, so it cuts over-long events to fit as
+    the daemon does (oversize.py), and skips what cannot be cut (here, over 16 x max_line)."""
     f = tmp_path / "big.jsonl"
     with open(f, "wb") as out:
         out.write(b'{"type":"a"}\n{"type":"b","x":"')
         out.write(b"y" * (3 << 20))
-        out.write(b'"}\n{"type":"c"}\n')
+        out.write(b'"}\n{"type":"c"}\n{"type":"d","x":"')
+        out.write(b"y" * (17 << 20))
+        out.write(b'"}\n{"type":"e"}\n')
     r = hookd(home, "import", str(f))
     assert r.returncode == 0, r.stderr
     assert "rejected too_long: 1" in r.stdout
-    assert Daemon(home).query("SELECT type FROM events ORDER BY eid") == [("a",), ("c",)]
+    rows = Daemon(home).query("SELECT type, length(data), json_extract(data, '$._hookd_truncated.values') FROM events")
+    assert [t for t, _, _ in rows] == ["a", "b", "c", "e"]
+    assert rows[1][1] <= 1 << 20 and json.loads(rows[1][2]) == [{"path": "$.x", "length": 3 << 20}]

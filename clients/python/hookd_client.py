@@ -13,7 +13,8 @@ take the event at once (socket missing, connection refused, listen queue full) t
 written to the spool directory instead, and the daemon picks it up when it runs.
 
 ``wait=True`` (or a number of seconds) asks the daemon to acknowledge: ``emit`` returns the
-event's ``eid`` once it is committed to SQLite and written to the mirror, and raises
+event's ``eid`` once it is committed to SQLite and written to the mirror (an int; its
+``truncated`` lists what the daemon cut from an event over its line limit), and raises
 ``DaemonUnavailable`` or ``EventRejected`` (both ``HookdClientError``) otherwise. It does not
 spool.
 
@@ -39,6 +40,7 @@ __all__ = [
     "spool_dir",
     "dropped",
     "spooled",
+    "Committed",
     "HookdClientError",
     "DaemonUnavailable",
     "EventRejected",
@@ -53,6 +55,18 @@ _dropped = 0
 _spooled = 0
 _counter = itertools.count()
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str).encode
+
+
+class Committed(int):
+    """What ``emit(..., wait=True)`` returns: the committed event's eid (an int), and what the
+    daemon said about it. ``truncated``: the values the daemon cut to fit its line limit, as
+    ``[{"path": "$.tool_response.stdout", "length": 2097152}, ...]`` (JSON paths, original
+    lengths in characters; also in the event's ``_hookd_truncated`` key), empty when none
+    was. ``duplicate``: an event with the same ``id`` was stored already, and this is its eid.
+    """
+
+    truncated: list[dict[str, Any]]
+    duplicate: bool
 
 
 class HookdClientError(Exception):
@@ -216,8 +230,10 @@ def emit(type: str, data: dict[str, Any] | None = None, /, *, wait: bool | float
     Fire-and-forget (default): returns True once the event is handed to the daemon or spooled,
     False only if even the spool could not be written. Never raises.
 
-    ``wait=True`` or ``wait=SECONDS``: returns the event's eid (an int) once it is committed;
-    raises DaemonUnavailable or EventRejected.
+    ``wait=True`` or ``wait=SECONDS``: returns the event's eid (an int: a ``Committed``,
+    whose ``truncated`` lists the values the daemon cut to fit its line limit) once it is
+    committed; raises DaemonUnavailable or EventRejected (``reason`` ``too_long`` for an event
+    too large even to be cut).
     """
     if wait:
         return _emit_and_wait(_line(type, data, fields), DEFAULT_WAIT if wait is True else float(wait))
@@ -245,7 +261,7 @@ def emit(type: str, data: dict[str, Any] | None = None, /, *, wait: bool | float
         s.close()
 
 
-def _emit_and_wait(payload: bytes, timeout: float) -> int:
+def _emit_and_wait(payload: bytes, timeout: float) -> Committed:
     path = socket_path()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -272,5 +288,8 @@ def _emit_and_wait(payload: bytes, timeout: float) -> int:
     except ValueError:
         raise DaemonUnavailable(f"hookd at {path} sent an unreadable answer: {buf[:200]!r}") from None
     if reply.get("ok"):
-        return int(reply["eid"])
+        committed = Committed(int(reply["eid"]))
+        committed.truncated = list(reply.get("truncated") or [])
+        committed.duplicate = bool(reply.get("duplicate"))
+        return committed
     raise EventRejected(str(reply.get("reason")), str(reply.get("detail", "")))

@@ -499,7 +499,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
     os.environ["HOOKD_SPOOL_DIR"] = str(settings.paths.spool_dir)
     if args.wait:
         try:
-            print(hookd_client.emit(args.type, fields, wait=True))
+            committed = hookd_client.emit(args.type, fields, wait=True)
+            print(committed)
+            if committed.truncated:  # over the line limit: stored with its longest values cut
+                cut = ", ".join(f"{v['path']} ({v['length']} characters)" for v in committed.truncated)
+                print(f"hookd: stored with values cut to fit the line limit: {cut}", file=sys.stderr)
         except hookd_client.HookdClientError as e:
             print(f"hookd: {e}", file=sys.stderr)
             return 1

@@ -14,6 +14,8 @@ from typing import Final, NamedTuple
 
 import msgspec
 
+from hookd import oversize
+
 #: A type must match this after normalization; it becomes part of a view name.
 TYPE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,62}")
 #: Longest line accepted by default (bytes, without the newline).
@@ -241,38 +243,75 @@ def preview(line: bytes, limit: int = PREVIEW_BYTES) -> str:
 class LineSplitter:
     """Reassembles newline-delimited lines from arbitrary chunks, with a bounded buffer.
 
-    ``feed`` returns complete lines. A line longer than ``max_line`` is skipped up to its next
-    newline without being held in memory; once it has ended, ``(size, head)`` is appended to
-    ``oversized`` for the caller to report and clear.
+    ``feed`` returns complete lines. A line longer than ``max_line`` but not than
+    ``cut_limit`` is held whole (taking from ``budget``, when given, as it grows) and comes out
+    as an ``oversize.Cut`` (its values cut to fit) or, when it cannot be cut, an
+    ``oversize.TooLong``. A longer line, or one that finds the budget spent, is skipped up to
+    its next newline without being held in memory and becomes a ``TooLong`` once it has ended.
+
+    With ``in_order`` a ``TooLong`` takes the line's place among the lines (a waiting sender
+    is then answered in order); without, ``(size, head)`` is appended to ``oversized`` for the
+    caller to report and clear, as ``hookd import`` does. ``marked`` counts the ``Cut`` and
+    ``TooLong`` lines returned, for the caller to check (and reset): lines of a feed with none
+    are all plain.
     """
 
-    __slots__ = ("max_line", "_partial", "_skipping", "_skipped", "_skip_head", "oversized")
+    __slots__ = (
+        "max_line",
+        "cut_limit",
+        "budget",
+        "in_order",
+        "stamped",
+        "marked",
+        "oversized",
+        "_partial",
+        "_held",
+        "_skipping",
+        "_skipped",
+        "_skip_head",
+        "_skip_why",
+    )
 
-    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(
+        self,
+        max_line: int = DEFAULT_MAX_LINE,
+        *,
+        cut_limit: int | None = None,
+        budget: oversize.Budget | None = None,
+        in_order: bool = False,
+        stamped: bool = False,
+    ) -> None:
         self.max_line = max_line
+        #: Longest line held whole to be cut to fit; not above ``max_line``: nothing is cut.
+        self.cut_limit = oversize.CUT_FACTOR * max_line if cut_limit is None else cut_limit
+        self.budget = budget
+        self.in_order = in_order
+        #: Lines are ``append.spool`` records, ``<time_ns>\t<json>``: cut the JSON only.
+        self.stamped = stamped
+        self.marked = 0
+        self.oversized: list[tuple[int, bytes]] = []
         self._partial = bytearray()
+        self._held = 0  # bytes of an over-long line held whole (taken from the budget)
         self._skipping = False
         self._skipped = 0
         self._skip_head = b""
-        self.oversized: list[tuple[int, bytes]] = []
+        self._skip_why = ""
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._skipping:
-            nl = data.find(b"\n")
-            if nl < 0:
-                self._skipped += len(data)
-                return []
-            self._end_skip(nl)
-            data = data[nl + 1 :]
+        first: bytes | None = None
+        if self._skipping or self._held:  # rare: in the middle of an over-long line
+            first, rest = self._continue_long(data)
+            if rest is None:
+                return [] if first is None else [first]
+            data = rest
         partial = self._partial
         if partial:
             if b"\n" not in data:
                 # A slow writer: grow the buffer in place (amortized), no quadratic copying.
                 partial += data
                 if len(partial) > self.max_line:
-                    self._start_skip(bytes(partial[:PREVIEW_BYTES]), len(partial))
-                    partial.clear()
-                return []
+                    self._grow_long()
+                return [] if first is None else [first]
             data = bytes(partial) + data
             partial.clear()
         lines = data.split(b"\n")
@@ -281,28 +320,114 @@ class LineSplitter:
             # Lines that arrived complete in one chunk can be too long as well.
             for i, line in enumerate(lines):
                 if len(line) > self.max_line:
-                    self.oversized.append((len(line), line[:PREVIEW_BYTES]))
-                    lines[i] = b""
+                    lines[i] = self._whole(line)
         if len(tail) > self.max_line:
-            self._start_skip(tail[:PREVIEW_BYTES], len(tail))
+            partial += tail
+            self._grow_long()
         elif tail:
             partial += tail
+        if first is not None:
+            lines.insert(0, first)
         return lines
 
-    def _start_skip(self, head: bytes, size: int) -> None:
-        self._skipping = True
-        self._skipped = size
-        self._skip_head = head
+    def _continue_long(self, data: bytes) -> tuple[bytes | None, bytes | None]:
+        """Feed ``data`` to the over-long line in progress: (the line if it ended here, or
+        None; what follows it, or None when the line took all of ``data``)."""
+        nl = data.find(b"\n")
+        if self._skipping:
+            if nl < 0:
+                self._skipped += len(data)
+                return None, None
+            return self._end_skip(nl), data[nl + 1 :]
+        partial = self._partial
+        if nl < 0:
+            partial += data
+            self._grow_long()
+            return None, None
+        partial += data[:nl]  # the end of the line: handled now, not held across reads
+        return self._complete_long(), data[nl + 1 :]
 
-    def _end_skip(self, extra: int) -> None:
-        self.oversized.append((self._skipped + extra, self._skip_head))
+    def _grow_long(self) -> None:
+        """The unfinished line is over ``max_line``: hold it whole to cut it later, or skip it."""
+        n = len(self._partial)
+        why = ""
+        if n > self.cut_limit:
+            why = "cut_limit"
+        elif self.budget is not None and not self.budget.take(n - self._held):
+            why = "budget"
+        if not why:
+            self._held = n
+            return
+        head = bytes(self._partial[: oversize.HEAD])
+        self._release()
+        self._skipping, self._skipped, self._skip_head, self._skip_why = True, n, head, why
+
+    def _complete_long(self) -> bytes:
+        """The held line has ended: cut it (the budget is given back once it is cut)."""
+        line = self._partial
+        try:
+            return self._whole(line)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self.budget is not None:
+            self.budget.give(self._held)
+        self._held = 0
+        self._partial = bytearray()  # drops the large buffer (clear() would keep it)
+
+    def _whole(self, line: bytes | bytearray) -> bytes:
+        """A complete line over ``max_line``: cut to fit, or rejected."""
+        size = len(line)
+        if size > self.cut_limit:
+            return self._too_long(oversize.too_long(bytes(line[: oversize.HEAD]), size, self._why("cut_limit", size)))
+        try:
+            out = oversize.fit(line, self.max_line, stamped=self.stamped)
+        except Exception as e:  # a bug in hookd must cost this line only, never its neighbours
+            detail = f"line too long, and cutting it failed (a bug in hookd; please report it): {e!r}"[:300]
+            out = oversize.too_long(bytes(line[: oversize.HEAD]), size, detail)
+        if type(out) is oversize.TooLong:
+            return self._too_long(out)
+        if type(out) is oversize.Cut:
+            self.marked += 1
+        return out
+
+    def _too_long(self, t: oversize.TooLong) -> bytes:
+        if self.in_order:
+            self.marked += 1
+            return t
+        self.oversized.append((t.size, bytes(t)))
+        return b""
+
+    def _why(self, why: str, size: int) -> str:
+        limits = oversize.limits(size, self.max_line)
+        if self.cut_limit <= self.max_line:
+            return f"line too long ({limits})"
+        if why == "budget":
+            held = self.budget.limit if self.budget is not None else 0
+            return (
+                f"line too long ({limits}); not cut: other lines held the memory set aside for cutting ({held} bytes)"
+            )
+        return f"line too long ({limits}); lines over {self.cut_limit} bytes are not cut to fit"
+
+    def _end_skip(self, extra: int) -> bytes | None:
+        size = self._skipped + extra
+        t = oversize.too_long(self._skip_head, size, self._why(self._skip_why, size))
         self._skipping = False
         self._skip_head = b""
+        if self.in_order:
+            self.marked += 1
+            return t
+        self.oversized.append((size, bytes(t)))
+        return None
 
     def finish(self) -> bytes | None:
-        """At end of stream: the last line if it had no newline (it still counts)."""
+        """At end of stream: the last line if it had no newline (it still counts), or the
+        over-long line it ended (with ``in_order``). Gives back what the line held."""
         if self._skipping:
-            self._end_skip(0)
+            return self._end_skip(0)
+        if self._held:
+            return self._complete_long() or None
         tail = bytes(self._partial)
         self._partial.clear()
         return tail or None

@@ -20,6 +20,7 @@ from typing import Any, Final
 from hookd import wal
 from hookd.errors import ConfigError
 from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
+from hookd.oversize import CUT_FACTOR
 from hookd.paths import PATH_RULES, Paths
 from hookd.values import (
     age_limit,
@@ -37,6 +38,7 @@ from hookd.values import (
 )
 
 SYNCHRONOUS_LEVELS: Final = ("off", "normal", "full")
+DEFAULT_TRUNCATE_LIMIT: Final = CUT_FACTOR * DEFAULT_MAX_LINE
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 
@@ -184,6 +186,18 @@ KEYS: Final[tuple[Key, ...]] = (
         Range(64, 64 << 20, "64 B..64 MiB"),
         env="HOOKD_MAX_LINE",
         flag=Flag("--max-line", "BYTES", int, shown=str),
+    ),
+    # 16 x the default max_line: a Claude Code tool response of several MB keeps its tool call.
+    # The daemon holds at most 4 x this in over-long lines at once (oversize.BUDGET_FACTOR).
+    Key(
+        "ingest.truncate_limit",
+        "truncate_limit",
+        parse_size,
+        DEFAULT_TRUNCATE_LIMIT,
+        "a line over max_line, up to this size, is stored with its longest strings cut to fit; "
+        "longer ones are rejected as too_long (0: never cut)",
+        Range(0, 1 << 30, "0..1 GiB"),
+        env="HOOKD_TRUNCATE_LIMIT",
     ),
     Key(
         "ingest.synchronous",
@@ -358,6 +372,7 @@ class Settings:
     batch_delay: float = _default("batch_delay")
     max_inflight: int = _default("max_inflight")
     max_line: int = _default("max_line")
+    truncate_limit: int = _default("truncate_limit")
     synchronous: str = _default("synchronous")
     shutdown_grace: float = _default("shutdown_grace")
     backlog: int = _default("backlog")

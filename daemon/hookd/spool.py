@@ -15,7 +15,8 @@ rename to finish its one write. An appender that gets its lock after the rename 
 path no longer names its file and appends to the new one instead; one that finds the file
 locked by the daemon does the same. So nothing is written into a file after it was read.
 
-The daemon reads files in a thread (disk I/O), frames their lines like socket lines, and sends
+The daemon reads files in a thread (disk I/O, and cutting over-long events to fit, which is
+CPU work that should not hold up the event loop), frames their lines like socket lines, and sends
 the file names with the batch. The writer records the names in ``spool_done`` in the same
 transaction as the events and deletes the files after the commit; at start it deletes any file
 already recorded. So every spooled event is stored once, even if the daemon is killed between
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hookd.framing import LineSplitter, Peer
+from hookd.oversize import Cut, TooLong, cut
 
 log = logging.getLogger("hookd.spool")
 
@@ -44,8 +46,10 @@ TAKEN_SUFFIX = ".spool"  # an append file the daemon has taken: <time_ns>-0-take
 @dataclass(frozen=True, slots=True)
 class SpoolFile:
     name: str
-    lines: list[tuple[float, bytes]]  # (when the client spooled it, the line)
-    oversized: list[tuple[int, bytes]]  # (size, head) of lines over the limit
+    #: (when the client spooled it, the line); over-long lines among them are cut already
+    #: (``oversize.Cut``) or to be rejected (``oversize.TooLong``), in their place.
+    lines: list[tuple[float, bytes]]
+    oversized: list[tuple[int, bytes]]  # (size, head) of lines skipped as too long: none now
     peer: Peer
 
 
@@ -83,20 +87,20 @@ def _take_append_file(directory: Path) -> None:
         pass
 
 
-def _read(fd: int) -> bytes:
-    chunks = []
+def _read_lines(fd: int, max_line: int, cut_limit: int | None, stamped: bool) -> tuple[list[bytes], int]:
+    """The lines of a file and its size, read a chunk at a time: a huge line is skipped, or
+    held only up to the cutting limit, never read whole. Over-long lines are cut here, in the
+    spool thread, off the event loop (``oversize.Cut``), or come out as ``oversize.TooLong``."""
+    splitter = LineSplitter(max_line, cut_limit=cut_limit, in_order=True, stamped=stamped)
+    lines: list[bytes] = []
+    size = 0
     while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _split(data: bytes, max_line: int) -> tuple[list[bytes], list[tuple[int, bytes]]]:
-    splitter = LineSplitter(max_line)
-    lines = splitter.feed(data)
+        size += len(chunk)
+        lines += splitter.feed(chunk)
     tail = splitter.finish()
     if tail is not None:
         lines.append(tail)
-    return lines, splitter.oversized
+    return lines, size
 
 
 def _stamped(lines: list[bytes], fallback: float) -> list[tuple[float, bytes]]:
@@ -104,17 +108,29 @@ def _stamped(lines: list[bytes], fallback: float) -> list[tuple[float, bytes]]:
     out = []
     for line in lines:
         stamp, tab, rest = line.partition(b"\t")
-        if tab and stamp.isdigit():
-            out.append((int(stamp) / 1e9, rest))
-        else:
+        if not (tab and stamp.isdigit()):
             out.append((fallback, line))
+            continue
+        kind = type(line)
+        if kind is Cut:
+            rest = cut(rest, line.size, line.values)  # still marked as cut
+        elif kind is TooLong:
+            rest = line  # to be rejected: its preview keeps the stamp
+        out.append((int(stamp) / 1e9, rest))
     return out
 
 
 def scan(
-    directory: Path, skip: set[str], max_line: int, max_files: int = 2000, max_bytes: int = 16 << 20
+    directory: Path,
+    skip: set[str],
+    max_line: int,
+    max_files: int = 2000,
+    max_bytes: int = 16 << 20,
+    *,
+    cut_limit: int | None = None,
 ) -> list[SpoolFile]:
     """Read up to ``max_files`` complete spool files (oldest first), skipping ``skip``.
+    Lines over ``max_line`` up to ``cut_limit`` (default: framing's) are cut to fit.
 
     Blocking: call it from a thread. Files that are not ours or not regular are left alone
     with a warning, never read.
@@ -147,17 +163,17 @@ def scan(
             if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
                 log.warning("spool file %s is not a regular file of uid %d; left in place", path, uid)
                 continue
-            if name.endswith(TAKEN_SUFFIX):
+            taken = name.endswith(TAKEN_SUFFIX)
+            if taken:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # waits for an append already under way (microseconds)
-            data = _read(fd)
+            lines, size = _read_lines(fd, max_line, cut_limit, taken)
         finally:
             os.close(fd)
         t, pid = parse_name(name)
         spooled_at = t if t is not None else st.st_mtime
-        lines, oversized = _split(data, max_line)
-        stamped = _stamped(lines, spooled_at) if name.endswith(TAKEN_SUFFIX) else [(spooled_at, x) for x in lines]
-        out.append(SpoolFile(name, stamped, oversized, Peer(pid, st.st_uid)))
-        total += len(data)
+        stamped = _stamped(lines, spooled_at) if taken else [(spooled_at, x) for x in lines]
+        out.append(SpoolFile(name, stamped, [], Peer(pid, st.st_uid)))
+        total += size
         if len(out) >= max_files or total >= max_bytes:
             break
     return out

@@ -92,7 +92,9 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
     directory = settings.paths.spool_dir
     while True:
         if not flow.paused:
-            files = await asyncio.to_thread(spool.scan, directory, set(ingest.spool_inflight), settings.max_line)
+            files = await asyncio.to_thread(
+                spool.scan, directory, set(ingest.spool_inflight), settings.max_line, cut_limit=settings.truncate_limit
+            )
             for f in files:
                 for size, head in f.oversized:
                     ingest.oversized(size, head, f.peer)

@@ -146,6 +146,7 @@ class Control:
                 "rejected_by_reason": dict(s.rejected),
                 "duplicates": s.duplicates,
                 "spooled": s.spooled,
+                "truncated": s.truncated,
                 "acked": s.acked,
                 "batches": s.batches,
                 "connections": s.accepted,

@@ -22,14 +22,37 @@ from hookd.daemon.flow import FlowControl
 from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch, Replier, WriterLink, error_reply
 from hookd.framing import EidClock, Framer, Peer, Rejection
+from hookd.oversize import Cut, TooLong, limits
 from hookd.records import CLIENT_ID, EID
 from hookd.settings import Settings
 from hookd.writer_client import rejected_row
 
 log = logging.getLogger("hookd.pipeline")
 
+#: An open batch holding this many bytes of events cut to fit goes to the writer at once.
+CUT_BATCH_BYTES = 4 << 20
+
 #: Called as (batch, duplicates) after each commit, duplicates as [row index, known eid] pairs.
 CommitCallback = Callable[[Batch, list[tuple[int, int]]], None]
+
+
+class _CutReply:
+    """Stands in for the connection in the acknowledgement of an event that was cut to fit:
+    its ``ok`` reply also lists what was cut (``"truncated":[...]``)."""
+
+    __slots__ = ("conn", "extra")
+
+    def __init__(self, conn: Replier, extra: bytes) -> None:
+        self.conn = conn
+        self.extra = extra
+
+    def new_slot(self) -> int:
+        return self.conn.new_slot()
+
+    def reply(self, slot: int, data: bytes) -> None:
+        if data.startswith(b'{"ok":true') and b'"duplicate"' not in data:
+            data = data[:-2] + self.extra + b"}\n"  # before the closing brace and newline
+        self.conn.reply(slot, data)
 
 
 class Ingest:
@@ -57,6 +80,8 @@ class Ingest:
         self._acks: list[tuple[int, int, Replier, int]] = []
         self._spool_names: list[str] = []
         self._counts: Counter[str] = Counter()  # connection counters for the next batch
+        self._truncated = 0  # events of the open batch stored cut to fit
+        self._cut_bytes = 0  # and their bytes
         self._timer: asyncio.TimerHandle | None = None
         self._urgent: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
@@ -74,9 +99,16 @@ class Ingest:
         return len(self._rows)
 
     # -- LineSink -------------------------------------------------------------------------
-    def lines(self, lines: list[bytes], peer: Peer, conn: Replier | None = None, now: float | None = None) -> None:
-        """Frame complete lines. A line starting with ``?`` asks for an acknowledgement."""
-        self._add(lines, peer, conn, now)
+    def lines(self, lines: list[bytes], peer: Peer, conn: Replier | None = None, *, marked: bool = False) -> None:
+        """Frame complete lines. A line starting with ``?`` asks for an acknowledgement.
+
+        ``marked``: the splitter put over-long lines among them (rare), which take the slower
+        ``_add_marked``; the others go straight to ``_add``, whose loop is the hot path.
+        """
+        if marked:
+            self._add_marked(lines, peer, conn, time.time())
+        else:
+            self._add(lines, peer, conn, None)
         self._schedule()
 
     def _add(self, lines: list[bytes], peer: Peer, conn: Replier | None, now: float | None) -> None:
@@ -122,15 +154,44 @@ class Ingest:
             # Someone waits: commit at the end of this loop iteration, not after the deadline.
             self._urgent = self._loop.call_soon(self.flush)
 
+    def _add_marked(self, lines: list[bytes], peer: Peer, conn: Replier | None, now: float) -> None:
+        """Lines among which are over-long ones: each in order, so that replies stay in order."""
+        for line in lines:
+            kind = type(line)
+            if kind is Cut:
+                self._add_cut(line, peer, conn, now)  # type: ignore[arg-type]
+            elif kind is TooLong:
+                self._too_long(line, peer, conn, now)  # type: ignore[arg-type]
+            else:
+                self._add([line], peer, conn, now)
+
+    def _add_cut(self, line: Cut, peer: Peer, conn: Replier | None, now: float) -> None:
+        """An event cut to fit: framed as any line, then counted, and its sender (if waiting)
+        told what was cut."""
+        rows, acks = len(self._rows), len(self._acks)
+        self._add([line], peer, conn, now)
+        if len(self._rows) == rows:
+            return  # rejected for another reason (a bad ts, say): recorded as such
+        self.stats.truncated += 1
+        self._truncated += 1
+        self._cut_bytes += len(line)
+        log.debug("stored an event of %d bytes with %d value(s) cut to fit", line.size, len(line.values))
+        if len(self._acks) > acks:
+            i, eid, replier, slot = self._acks[-1]
+            self._acks[-1] = (i, eid, _CutReply(replier, line.ack_extra()), slot)
+
+    def _too_long(self, line: TooLong, peer: Peer, conn: Replier | None, now: float) -> None:
+        """An over-long line that could not be cut: rejected, and a waiting sender told why."""
+        slot = conn.new_slot() if conn is not None and line.startswith(b"?") else -1
+        self._reject("too_long", line.detail, line, now, peer, size=line.size)
+        if slot >= 0:
+            conn.reply(slot, error_reply("too_long", line.detail))  # type: ignore[union-attr]
+
     def oversized(self, size: int, head: bytes, peer: Peer) -> None:
-        self._reject(
-            "too_long",
-            f"line of {size} bytes exceeds the limit of {self.settings.max_line}",
-            head,
-            time.time(),
-            peer,
-            size=size,
-        )
+        """A line the caller skipped as too long (app.py, for spool files read without
+        ``in_order``)."""
+        detail = f"line too long ({limits(size, self.settings.max_line)})"
+        self._reject("too_long", detail, head, time.time(), peer, size=size)
         self._schedule()
 
     def count(self, name: str) -> None:
@@ -145,7 +206,10 @@ class Ingest:
         commit then deletes the file: the name must travel with the file's last line."""
         before = self.stats.received
         for spooled_at, line in lines:
-            self._add([line], peer, None, spooled_at)
+            if type(line) is bytes:
+                self._add([line], peer, None, spooled_at)
+            else:  # cut, or too long, in the spool thread (spool.scan)
+                self._add_marked([line], peer, None, spooled_at)
         self.spool_inflight.add(name)
         self._spool_names.append(name)
         self.stats.spooled += self.stats.received - before
@@ -159,7 +223,10 @@ class Ingest:
 
     def _schedule(self) -> None:
         n = len(self._rows) + len(self._rejects)
-        if n >= self.settings.batch_size:
+        # Batches are sized in events; cut events are close to max_line each, so a batch of
+        # them goes at once rather than grow to megabytes times batch_size. (Called between
+        # spool files, never inside one: a file's events share one batch.)
+        if n >= self.settings.batch_size or self._cut_bytes >= CUT_BATCH_BYTES:
             self.flush()
         elif (n or self._spool_names or self._counts) and self._timer is None:
             self._timer = self._loop.call_later(self.settings.batch_delay, self.flush)
@@ -185,6 +252,9 @@ class Ingest:
         counts = {f"connections.{k}": v for k, v in self._counts.items()}
         with_id, rejects = self._with_id, self._rejects
         self._counts.clear()
+        if self._truncated:
+            counts["truncated"] = self._truncated
+            self._truncated = self._cut_bytes = 0
         self._rows, self._mirror, self._with_id, self._rejects, self._acks, self._spool_names = [], [], [], [], [], []
         self.stats.batches += 1
         self.link.send(batch, rows, mirror, with_id, rejects, counts)

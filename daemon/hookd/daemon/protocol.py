@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 class LineSink(Protocol):
     """Where complete lines go. Implemented by the ingest pipeline (ingest.py)."""
 
-    def lines(self, lines: list[bytes], peer: Peer, conn: EventProtocol | None = None) -> None: ...
-    def oversized(self, size: int, head: bytes, peer: Peer) -> None: ...
+    def lines(self, lines: list[bytes], peer: Peer, conn: EventProtocol | None = None, *, marked: bool = False) -> None:
+        """``marked``: some lines are over-long ones (oversize.Cut, oversize.TooLong)."""
+
     def count(self, name: str) -> None:
         """A connection refused or closed (``refused_uid``, ``idle_timeout``)."""
 
@@ -43,7 +44,9 @@ class EventProtocol(asyncio.Protocol):
 
     def __init__(self, server: Server, *, peer: Peer | None = None, pending: bytes = b"") -> None:
         self._server = server
-        self._splitter = LineSplitter(server.max_line)
+        self._splitter = LineSplitter(
+            server.max_line, cut_limit=server.cut_limit, budget=server.cut_budget, in_order=True
+        )
         self._peer = peer if peer is not None else NO_PEER
         self._pending = pending  # bytes the accept loop already read
         self._transport: asyncio.Transport | None = None
@@ -81,11 +84,13 @@ class EventProtocol(asyncio.Protocol):
             self._transport.pause_reading()  # type: ignore[union-attr]
         splitter = self._splitter
         lines = splitter.feed(data)
-        if splitter.oversized:
-            self._report_oversized()
         if lines:
             self.idle = 0
-            self._server.sink.lines(lines, self._peer, self)
+            if splitter.marked:  # rare: an over-long line among them (cut, or to be rejected)
+                splitter.marked = 0
+                self._server.sink.lines(lines, self._peer, self, marked=True)
+            else:
+                self._server.sink.lines(lines, self._peer, self)
 
     def release(self) -> asyncio.Transport | None:
         """Let go of the transport (it goes to a control protocol); no callback comes here after."""
@@ -134,11 +139,6 @@ class EventProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _report_oversized(self) -> None:
-        for size, head in self._splitter.oversized:
-            self._server.sink.oversized(size, head, self._peer)
-        self._splitter.oversized.clear()
-
     def eof_received(self) -> bool:
         self._finish()
         self._eof = True
@@ -150,12 +150,13 @@ class EventProtocol(asyncio.Protocol):
         self._server.connection_closed(self)
 
     def _finish(self) -> None:
-        # A last line without a newline still counts; an unfinished oversized line is reported.
-        tail = self._splitter.finish()
-        if self._splitter.oversized:
-            self._report_oversized()
+        # A last line without a newline still counts, an unfinished over-long one too (cut or
+        # rejected); what the splitter held of it is given back to the budget either way.
+        splitter = self._splitter
+        tail = splitter.finish()
         if tail is not None:
-            self._server.sink.lines([tail], self._peer, self)
+            marked, splitter.marked = splitter.marked, 0
+            self._server.sink.lines([tail], self._peer, self, marked=bool(marked))
 
     def read_what_is_left(self) -> None:
         """At shutdown: read whatever the kernel still holds for this connection, then close

@@ -16,6 +16,7 @@ import math
 import socket
 import time
 
+from hookd import oversize
 from hookd.daemon.control import Control
 from hookd.daemon.control_protocol import ControlProtocol
 from hookd.daemon.flow import FlowControl
@@ -25,6 +26,7 @@ from hookd.daemon.peers import PEERCRED, REFUSED_REPLY, UidRule
 from hookd.daemon.protocol import EventProtocol, LineSink
 from hookd.daemon.state import DaemonState
 from hookd.framing import NO_PEER, LineSplitter, Peer
+from hookd.oversize import Budget
 from hookd.settings import Settings
 
 log = logging.getLogger("hookd.server")
@@ -42,8 +44,9 @@ class Server:
     cost the daemon about 32 µs per event, twice a bare accept-read-close server; see
     docs/performance.md.)
 
-    Reads ``max_line`` and ``backlog`` once (they need a restart to change) and
-    ``idle_timeout`` and ``allowed_uids`` live from ``settings`` (SIGHUP changes them).
+    Reads ``max_line``, ``truncate_limit`` and ``backlog`` once (they need a restart to
+    change) and ``idle_timeout`` and ``allowed_uids`` live from ``settings`` (SIGHUP changes
+    them).
     """
 
     #: Connections accepted per wake-up before other work gets a turn.
@@ -70,6 +73,10 @@ class Server:
         self.uids = uids
         self.control = control
         self.max_line = settings.max_line
+        #: Lines over ``max_line`` up to this are read whole and cut to fit (oversize.py).
+        self.cut_limit = settings.truncate_limit
+        #: What all connections together may hold of such lines while reading them.
+        self.cut_budget = Budget(oversize.BUDGET_FACTOR * settings.truncate_limit)
         self.backlog = settings.backlog
         self.connections: set[EventProtocol] = set()
         self._own_uid = uids.own_uid
@@ -193,19 +200,23 @@ class Server:
         data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
         if eof and not (data.startswith((b"?", b"!")) or b"\n?" in data):
             # The quick path: everything this finished connection sent, framed right here.
+            marked = 0
             if len(data) <= self.max_line:
                 lines = data.split(b"\n")  # no line can be too long; a last line without \n counts
                 if not lines[-1]:
                     lines.pop()
             else:
-                splitter = LineSplitter(self.max_line)
+                # An over-long line here is whole in ``data`` already (at most 2 x QUICK_BYTES):
+                # it is cut right away, with no budget to take.
+                splitter = LineSplitter(self.max_line, cut_limit=self.cut_limit, in_order=True)
                 lines = splitter.feed(data)
                 tail = splitter.finish()
                 if tail is not None:
                     lines.append(tail)
-                for n, head in splitter.oversized:
-                    self.sink.oversized(n, head, peer)
-            if lines:
+                marked = splitter.marked
+            if marked:
+                self.sink.lines(lines, peer, None, marked=True)
+            elif lines:
                 self.sink.lines(lines, peer, None)
             conn.close()
             self.state.quick += 1

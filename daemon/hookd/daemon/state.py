@@ -28,6 +28,7 @@ class DaemonState:
     # -- events (ingest.py) ----------------------------------------------------------------------
     received: int = 0  # lines that were events (framed fine), from sockets and the spool
     spooled: int = 0  # of those, read from spool files
+    truncated: int = 0  # of those, over max_line and stored with values cut to fit (oversize.py)
     committed: int = 0  # events committed to SQLite and the mirror
     duplicates: int = 0  # events not stored again because their client id was known
     acked: int = 0  # acknowledgements sent
