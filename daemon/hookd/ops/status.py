@@ -42,6 +42,7 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "committed": 0,
         "rejected": 0,
         "duplicates": 0,
+        "truncated": 0,
         "rejected_by_reason": {},
         "connections_closed": {},
         "retention_deleted": 0,
@@ -118,6 +119,7 @@ def _totals(conn: sqlite3.Connection) -> dict[str, Any]:
     return {
         "committed": counters.get("committed", 0),
         "duplicates": counters.get("duplicate", 0),
+        "truncated": counters.get("truncated", 0),
         "rejected_by_reason": rejected,
         "rejected": sum(rejected.values()),
         "connections_closed": _with_prefix(counters, "connections."),
@@ -226,7 +228,7 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         s = d["since_start"]
         w(
             f"since start: {s['received']:,} received, {s['committed']:,} committed, {s['rejected']:,} rejected, "
-            f"{s['spooled']:,} from the spool, {s['duplicates']:,} duplicates\n"
+            f"{s['spooled']:,} from the spool, {s['duplicates']:,} duplicates, {s.get('truncated', 0):,} cut to fit\n"
         )
         q = d["queue"]
         paused = ", reading PAUSED (writer behind)" if q["reading_paused"] else ""
@@ -237,6 +239,8 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
         w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
     w(f"total: {st['committed']:,} committed, {st['rejected']:,} rejected, {st['duplicates']:,} duplicates")
+    if st.get("truncated"):
+        w(f", {st['truncated']:,} cut to fit the line limit")
     if st["rejected_by_reason"]:
         w(" (" + ", ".join(f"{k} {v:,}" for k, v in sorted(st["rejected_by_reason"].items())) + ")")
     w("\n")
