@@ -265,4 +265,5 @@ def test_restart_continues_eids_and_views(home) -> None:
         (1, "initial"),
         (2, "counters_and_spool"),
         (3, "analysis_views"),
+        (4, "rejected_line_key"),
     ]
