@@ -95,6 +95,11 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise AssertionError("hookd not ready in time:\n" + self.logtext)
 
+    def wait_output_closed(self, timeout: float = 30) -> bool:
+        """Whether the daemon and its writer have both exited: the stderr pipe they share is
+        closed (after a kill -9 of the daemon, its writer finishes on its own)."""
+        return self._exited.wait(timeout)
+
     @property
     def logtext(self) -> str:
         return "\n".join(self.log)

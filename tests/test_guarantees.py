@@ -1,6 +1,7 @@
 """Delivery guarantees, proven with real processes and real signals.
 
 - acknowledged events survive kill -9 of the daemon, exactly once;
+- after kill -9 of the daemon its writer exits quietly, and what reached the mirror is stored;
 - events sent while the daemon is down wait in the spool and arrive exactly once;
 - many processes spooling while the daemon drains lose nothing and double nothing;
 - a daemon killed mid-drain neither loses nor doubles spooled events;
@@ -107,6 +108,51 @@ def test_acknowledged_events_survive_kill_9_exactly_once(home: Path, tmp_path: P
     assert mirror_eids == sorted(acked.values())
     assert 0 < before_kill < clients * per_client, "the kill happened mid-run"
     assert sum(retries) > 0, "clients saw the daemon go away"
+
+
+def test_kill_9_of_the_daemon_the_writer_exits_quietly_and_the_mirror_is_recovered(home: Path) -> None:
+    """The writer of a killed daemon finds its reply pipe closed: one line at most, no
+    traceback; it commits what it had received, and the next start replays what reached only
+    the mirror (issue 13 item 4)."""
+    d = Daemon(home).start()
+    stop = threading.Event()
+    try:
+
+        def stream(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                        s.connect(str(d.socket))
+                        s.sendall(b"".join(b'{"type":"stream","k":%d,"i":%d}\n' % (k, i + j) for j in range(500)))
+                    i += 500
+                except OSError:
+                    time.sleep(0.01)
+
+        threads = [threading.Thread(target=stream, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: d.count() > 5000), d.logtext
+        d.kill()  # the daemon only: its writer is left with a closed reply pipe
+        stop.set()
+        for t in threads:
+            t.join()
+        assert d.wait_output_closed(30), "the writer did not exit after its daemon was killed"
+        after_kill = d.log[d.log.index(next(x for x in d.log if ": ready:" in x)) + 1 :]
+        assert not [x for x in after_kill if "Traceback" in x or "Error" in x], d.logtext
+        assert len([x for x in after_kill if x.startswith("hookd[writer]")]) <= 1, d.logtext
+        committed = d.count()
+        assert committed > 5000
+
+        d.start()
+        assert d.stop() == 0, d.logtext
+        eids = [e for (e,) in d.query("SELECT eid FROM events ORDER BY eid")]
+        mirror = sorted(json.loads(x)["eid"] for x in d.mirror_lines())
+        assert len(eids) >= committed, "what the writer had committed stays"
+        assert eids == mirror, "every event that reached the mirror is stored, once"
+    finally:
+        stop.set()
+        d.kill()
 
 
 @pytest.mark.slow

@@ -344,6 +344,35 @@ def test_second_daemon_on_an_inherited_socket_is_refused(home: Path) -> None:
         held.close()
 
 
+@needs_activate
+def test_import_under_socket_activation_starts_the_daemon_and_goes_through_it(home: Path, tmp_path: Path) -> None:
+    """Nothing runs yet, but the socket listens (hookd.socket): ``hookd import`` connects, which
+    starts the daemon, and imports through it; an offline import would race the daemon the
+    next hook starts for the writer lock (docs/operations.md, "Importing old logs")."""
+    held = held_socket(home / "hookd.sock")
+    d = activated(home, None, held=held)
+    try:
+        d.start(wait=False)
+        f = tmp_path / "old.jsonl"
+        f.write_text("".join(f'{{"type":"old","n":{i}}}\n' for i in range(1000)) + "not json\n")
+        out = subprocess.run(
+            [sys.executable, "-m", "hookd", "import", str(f)],
+            env=clean_env(home), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr + d.logtext
+        assert out.stdout.startswith("1001 lines: 1000 imported, 0 duplicate, 1 rejected")
+        assert "through the running daemon" in out.stdout
+        d.wait_ready()
+        assert "(from systemd)" in d.logtext
+        connect_send(home / "hookd.sock", b'{"type":"hook"}\n')  # and it serves hooks as usual
+        assert d.wait_count(1001) == 1001
+        assert d.stop() == 0, d.logtext
+        assert d.query("SELECT count(*) FROM rejected") == [(1,)]
+    finally:
+        d.kill()
+        held.close()
+
+
 def test_the_daemon_maps_no_writable_executable_memory(daemon: Daemon) -> None:
     """MemoryDenyWriteExecute=yes in hookd.service: no JIT, no anonymous executable pages, in
     the daemon or its writer, after serving events (acknowledged ones included)."""

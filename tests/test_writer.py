@@ -82,11 +82,15 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
         (2, "counters_and_spool"),
         (3, "analysis_views"),
         (4, "claude_code_pairing"),
+        (5, "rejected_line_key"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id", "events_tool_use_id"} <= indexes
     # migrating again is a no-op
     assert store.migrate(writer.db) == []
+    # the line_key migration runs again harmlessly: a renumbering at a merge cannot break it
+    store._m_rejected_line_key(writer.db)
+    assert "rejected_line_key" in {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master")}
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

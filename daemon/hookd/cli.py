@@ -142,9 +142,10 @@ def _import_parser(sub: argparse._SubParsersAction) -> None:
         "backfill events from newline-delimited JSON files",
         "Store the events of existing JSONL logs, through the same validation as "
         "live events (invalid lines are recorded in `rejected`). Re-importing a file adds "
-        "nothing: a line without an `id` gets one from its content and line number. The daemon "
-        "must be stopped meanwhile (hooks spool their events). Prints a summary of imported, "
-        "duplicate and rejected lines; a progress bar on a terminal.",
+        "nothing: a line without an `id` gets one from its content and line number, and a "
+        "rejected line is recorded once. While the daemon runs (or systemd listens for it) the "
+        "import goes through it, beside live events; otherwise it runs on its own. Prints a "
+        "summary of imported, duplicate and rejected lines; a progress bar on a terminal.",
     )
     imp.add_argument("files", nargs="+", metavar="FILE", type=Path)
     imp.add_argument("--type", metavar="T", help="store every line as type T (whatever its own type key says)")
@@ -556,26 +557,34 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from hookd.backfill import check_arguments
+    from hookd.ops.importing import through_daemon
     from hookd.writer.importer import import_files, render_progress
 
     force_type = event_type_arg(args.type, "--type") if args.type is not None else None
+    check_arguments(args.files, force_type)
     settings = settings_from(args)
     paths = settings.paths
     progress = render_progress(sys.stderr) if sys.stderr.isatty() else None
-    r = import_files(
-        paths,
-        args.files,
-        force_type=force_type,
-        max_line=settings.max_line,
-        aliases=settings.aliases,
-        progress=progress,
-    )
+    # Through the running (or socket-activated) daemon if there is one, else offline.
+    r = through_daemon(paths, args.files, force_type, progress)
+    if r is None:
+        r = import_files(
+            paths,
+            args.files,
+            force_type=force_type,
+            max_line=settings.max_line,
+            aliases=settings.aliases,
+            progress=progress,
+        )
     rejected = sum(r.rejected.values())
     rate = r.lines / r.seconds if r.seconds else 0.0
     print(
         f"{r.lines} lines: {r.imported} imported, {r.duplicates} duplicate, {rejected} rejected "
         f"({r.seconds:.1f} s, {rate:,.0f} lines/s)"
     )
+    if r.through is not None:
+        print(f"  through the running daemon ({r.through}), beside live events")
     for reason, n in sorted(r.rejected.items()):
         print(f"  rejected {reason}: {n}")
     if rejected:

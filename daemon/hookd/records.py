@@ -24,8 +24,10 @@ BASE_COLUMNS = ("eid", "type", "ts", "session", "client_id", "recv_ts", "pid", "
 EID, TYPE, TS, SESSION, CLIENT_ID, RECV_TS, PID, UID, DATA = range(len(BASE_COLUMNS))
 
 #: The columns a ``rejected`` row carries, in order (``rid`` is assigned by SQLite).
-REJECTED_COLUMNS: Final = ("recv_ts", "reason", "detail", "size", "preview", "pid", "uid")
+REJECTED_COLUMNS: Final = ("recv_ts", "reason", "detail", "size", "preview", "pid", "uid", "line_key")
 #: Position of the reason in a ``rejected`` row (the writer counts rejections by it).
 REJECTED_REASON: Final = REJECTED_COLUMNS.index("reason")
+#: Position of the key of a rejected line of an imported file (None for live lines).
+LINE_KEY: Final = REJECTED_COLUMNS.index("line_key")
 #: Bytes of a rejection's detail kept in ``rejected``.
 DETAIL_CHARS: Final = 500

@@ -174,8 +174,16 @@ def type_summary(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 
 
 def rejected_row(
-    now: float, reason: str, detail: str, line: bytes, peer: Peer = NO_PEER, size: int | None = None
+    now: float,
+    reason: str,
+    detail: str,
+    line: bytes,
+    peer: Peer = NO_PEER,
+    size: int | None = None,
+    key: str | None = None,
 ) -> tuple:
     """A ``rejected`` row (records.REJECTED_COLUMNS) for a line that was not stored; ``size``
-    when ``line`` is only the head of an over-long one."""
-    return (now, reason, detail[:DETAIL_CHARS], len(line) if size is None else size, preview(line), peer.pid, peer.uid)
+    when ``line`` is only the head of an over-long one; ``key`` for a line of an imported file
+    (``hookd.backfill``), recorded once however often the file is imported."""
+    size = len(line) if size is None else size
+    return (now, reason, detail[:DETAIL_CHARS], size, preview(line), peer.pid, peer.uid, key)

@@ -372,6 +372,7 @@ def _assemble(
     control = Control(settings, ingest, state, writer_pid=link.proc.pid if link.proc else None)
     server = Server(listener, ingest, flow=flow, state=state, settings=settings, uids=uids, control=control)
     ingest.on_commit.append(control.committed)  # push committed events to followers
+    ingest.on_commit.append(control.imports.committed)  # imports: progress, and read again
     flow.on_change.append(server.flow_changed)  # stop accepting while reading is paused
     control_listener = ControlListener(control_path(listener.path), control, uids)
     return Daemon(

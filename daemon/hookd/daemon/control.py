@@ -10,6 +10,8 @@ read by a ``ControlProtocol`` (control_protocol.py). Its first line is a command
                                     event committed from then on that matches, as mirror lines
                                     ({"eid":..,"type":..,"ts":..,"session":..,"data":{..}}),
                                     pushed as each batch commits
+    !import {"file": NAME, "type": T}  then the file's bytes: stored through the writer,
+                                    answered with progress and a summary (import_stream.py)
 
 A batch that was framed before the follower came (in flight while it connected) is not pushed:
 the follower is sent {"ok": true, "gap_upto": N} instead, and reads the events up to eid N from
@@ -31,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hookd import __version__
+from hookd.daemon.import_stream import Imports
 from hookd.daemon.ingest import Ingest
 from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch
@@ -72,6 +75,8 @@ class Control:
         #: Every open control connection, on both sockets (bounded in control_protocol.py).
         self.connections: set[ControlProtocol] = set()
         self.followers: dict[asyncio.Transport, Follower] = {}
+        #: ``!import`` streams; app.py subscribes ``imports.committed`` to the commits.
+        self.imports = Imports(settings, ingest)
         #: (monotonic time, committed) once a second: the rate over the last minute.
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=62)
 
@@ -91,8 +96,9 @@ class Control:
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
     # -- commands -----------------------------------------------------------------------------
-    def handle(self, transport: asyncio.Transport, line: bytes) -> None:
-        """One command line (without the ``!``). Replies and closes, or starts following."""
+    def handle(self, transport: asyncio.Transport, line: bytes, rest: bytes = b"", eof: bool = False) -> None:
+        """One command line (without the ``!``). Replies and closes, or starts following, or
+        hands the connection to an import with ``rest``, the bytes after the command line."""
         text = line.decode("utf-8", "replace").strip()
         command, _, arg = text.partition(" ")
         try:
@@ -106,11 +112,14 @@ class Control:
             self._reply_close(transport, self.status())
         elif command == "follow":
             self._follow(transport, params)
+        elif command == "import":
+            # The connection is the import's from now on: its protocol closes it.
+            self.connections.discard(transport.get_protocol())  # type: ignore[arg-type]
+            self.imports.start(transport, params, rest, eof)
         else:
-            self._reply_close(
-                transport,
-                {"ok": False, "reason": "bad_command", "detail": f"unknown command {command!r}; known: status, follow"},
-            )
+            known = "status, follow, import"
+            detail = f"unknown command {command!r}; known: {known}"
+            self._reply_close(transport, {"ok": False, "reason": "bad_command", "detail": detail})
 
     def _reply_close(self, transport: asyncio.Transport, obj: dict[str, Any]) -> None:
         if not transport.is_closing():
@@ -163,6 +172,7 @@ class Control:
             "committed_eid": self.ingest.committed_eid,
             "writer": {"state": s.writer_state, "since": s.writer_state_since},
             "followers": len(self.followers),
+            "imports": self.imports.status(),
         }
 
     def _follow(self, transport: asyncio.Transport, params: dict[str, Any]) -> None:
@@ -187,6 +197,7 @@ class Control:
         for t in list(self.followers):
             t.close()
         self.followers.clear()
+        self.imports.close()
         self.ingest.keep_events = False
 
     def forget(self, transport: asyncio.Transport) -> None:

@@ -26,7 +26,7 @@ MAX_COMMAND = 64 << 10
 MAX_CONNECTIONS = 256
 _BUSY_REPLY = b'{"ok":false,"reason":"busy","detail":"too many control connections; try again"}\n'
 _NOT_A_COMMAND = (
-    b'{"ok":false,"reason":"bad_command","detail":"the control socket takes commands (!status, !follow); '
+    b'{"ok":false,"reason":"bad_command","detail":"the control socket takes commands (!status, !follow, !import); '
     b'send events to the event socket"}\n'
 )
 
@@ -82,10 +82,10 @@ class ControlProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if not self._done:
-            self._command(self._buf)  # a command without its newline
+            self._command(self._buf, eof=True)  # a command without its newline
         return True  # keep writing: a follower that half-closed still gets its events
 
-    def _command(self, buf: bytes) -> None:
+    def _command(self, buf: bytes, eof: bool = False) -> None:
         self._done = True
         self._buf = b""
         if self._timer is not None:
@@ -93,12 +93,12 @@ class ControlProtocol(asyncio.Protocol):
         t = self._transport
         if t is None or t.is_closing():
             return
-        line = buf.split(b"\n", 1)[0]
+        line, _, rest = buf.partition(b"\n")
         if not line.startswith(b"!"):
             t.write(_NOT_A_COMMAND)
             t.close()
             return
-        self._control.handle(t, line[1:])
+        self._control.handle(t, line[1:], rest, eof)  # rest: the file of an !import
 
     def _too_slow(self) -> None:
         if not self._done and self._transport is not None:

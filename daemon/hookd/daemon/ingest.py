@@ -17,13 +17,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from hookd.daemon.flow import FlowControl
 from hookd.daemon.state import DaemonState
 from hookd.daemon.writer_link import Batch, Replier, WriterLink, error_reply
 from hookd.framing import EidClock, Framer, Peer, Rejection
 from hookd.oversize import Cut, TooLong, limits
-from hookd.records import CLIENT_ID, EID
+from hookd.records import CLIENT_ID, EID, REJECTED_REASON
 from hookd.settings import Settings
 from hookd.writer_client import rejected_row
 
@@ -79,6 +80,7 @@ class Ingest:
         self._rejects: list[tuple] = []
         self._acks: list[tuple[int, int, Replier, int]] = []
         self._spool_names: list[str] = []
+        self._imports: list[tuple[Any, int, int, int]] = []  # see ``imported``
         self._counts: Counter[str] = Counter()  # connection counters for the next batch
         self._truncated = 0  # events of the open batch stored cut to fit
         self._cut_bytes = 0  # and their bytes
@@ -194,6 +196,21 @@ class Ingest:
         self._reject("too_long", detail, head, time.time(), peer, size=size)
         self._schedule()
 
+    def imported(self, rows: list[tuple], mirror: list[bytes], rejects: list[tuple], session: Any) -> None:
+        """Lines of an ``!import`` (daemon/import_stream.py), framed with this ``framer`` and
+        keyed (every row has an id): into the current batch beside live lines, so eids stay in
+        order and the same backpressure applies; ``session`` hears of their commit."""
+        base = len(self._rows)
+        self._rows += rows
+        self._mirror += mirror
+        self._with_id += range(base, base + len(rows))
+        self._rejects += rejects
+        self._imports.append((session, base, len(self._rows), len(rejects)))
+        self.stats.received += len(rows)
+        for r in rejects:
+            self.stats.rejected[r[REJECTED_REASON]] += 1
+        self._schedule()
+
     def count(self, name: str) -> None:
         """A connection refused or closed by the server; the total is kept in ``counters``
         (as ``connections.<name>``) with the next batch."""
@@ -248,7 +265,9 @@ class Ingest:
             spool_names=self._spool_names,
             last_eid=rows[-1][EID] if rows else 0,
             events=(rows, mirror) if self.keep_events else None,
+            imports=self._imports or None,
         )
+        self._imports = []
         counts = {f"connections.{k}": v for k, v in self._counts.items()}
         with_id, rejects = self._with_id, self._rejects
         self._counts.clear()

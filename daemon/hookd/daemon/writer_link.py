@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -37,6 +37,9 @@ class Batch:
     last_eid: int = 0
     #: (rows, mirror lines), kept only while someone follows (``hookd tail -f``).
     events: tuple[list[tuple], list[bytes]] | None = None
+    #: (import session, first row, end row, rejections) per run of imported lines in the batch
+    #: (daemon/import_stream.py), told of their commit.
+    imports: list[tuple[Any, int, int, int]] | None = None
 
 
 _encode_reply = msgspec.json.Encoder().encode

@@ -1,50 +1,43 @@
-"""``hookd import``: backfill newline-delimited JSON from existing logs.
+"""``hookd import`` with no daemon running: backfill newline-delimited JSON from existing logs.
 
 Lines go through the same validation as socket lines (framing.Framer) and are stored by the
 same writer process, so they land in SQLite, in the mirror and in the ``<type>_events`` views
 like live events, and invalid lines are recorded in ``rejected``.
 
 Re-importing a file adds nothing: a line without an ``id`` gets one derived from its content
-and its line number (``import:<line>:<hash>``), so the same line of the same file is stored
-once however often it is imported, while identical lines at different places stay distinct.
+and its line number, and a rejected line is recorded under that key (``hookd.backfill``), so the
+same line of the same file is stored once however often it is imported, while identical lines
+at different places stay distinct.
 
 The framing runs in this process and the inserts in a writer process, as in the daemon, so
-both cores work. The daemon must be stopped (hooks spool meanwhile): one writer per database.
+both cores work. While a daemon runs, the import goes through it instead (ops/importing.py):
+one writer per database.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from hookd import wal, wire, writer_client
-from hookd.errors import AlreadyRunning, ConfigError, WriterError
-from hookd.framing import NO_PEER, EidClock, Framer, LineSplitter, Rejection, normalize_type
+from hookd.backfill import ImportResult, NumberedLines, check_arguments, line_id, too_long_key
+from hookd.errors import AlreadyRunning, WriterError
+from hookd.framing import NO_PEER, EidClock, Framer, Rejection
 from hookd.paths import Paths, daemon_running, private_dir
 from hookd.writer_client import WriterClient, rejected_row
 
+__all__ = ["ImportResult", "import_files", "render_progress"]
+
 BATCH = 2000
 CHUNK = 1 << 20
-
-
-@dataclass
-class ImportResult:
-    lines: int = 0  # non-blank lines read
-    imported: int = 0  # stored now
-    duplicates: int = 0  # already stored (an earlier import, or the same id)
-    rejected: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
 
 
 class _Checkpointer(threading.Thread):
@@ -155,21 +148,16 @@ class _WriterProcess:
 
 def _lines(path: Path, max_line: int, on_oversized: Callable[[int, bytes], None]) -> Iterator[tuple[int, bytes]]:
     """(line number, line) for every line of a file, skipping over-long ones in bounded memory."""
-    splitter = LineSplitter(max_line)
-    lineno = 0
+    numbered = NumberedLines(max_line)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
-            for line in splitter.feed(chunk):
-                lineno += 1
-                yield lineno, line
-            for size, head in splitter.oversized:
+            yield from numbered.feed(chunk)
+            for size, head in numbered.oversized():
                 on_oversized(size, head)
-            splitter.oversized.clear()
-    tail = splitter.finish()
-    for size, head in splitter.oversized:
+    tail = numbered.finish()
+    for size, head in numbered.oversized():
         on_oversized(size, head)
-    if tail is not None:
-        yield lineno + 1, tail
+    yield from tail
 
 
 class _Batches:
@@ -189,20 +177,22 @@ class _Batches:
     def read(self, path: Path, sent: Callable[[float], None]) -> None:
         """Every line of one file into batches; ``sent`` is called after each batch sent."""
         result, frame, etype = self.result, self.framer.frame, self.etype
-        on_oversized = lambda n, h: self.reject("too_long", f"line of {n} bytes exceeds {self.max_line}", h, n)  # noqa: E731
+
+        def on_oversized(size: int, head: bytes) -> None:
+            detail = f"{path.name}: line of {size} bytes exceeds {self.max_line}"
+            self.reject("too_long", detail, head, too_long_key(size, head), size)
+
         for lineno, line in _lines(path, self.max_line, on_oversized):
             self.done_bytes += len(line) + 1
             if not line.strip():
                 continue
             result.lines += 1
             now = time.time()
-            # Line number first: ids then grow through a file, and the unique index on them
-            # takes in-order inserts instead of random ones (measured 4x faster).
-            cid = f"import:{lineno:010d}:{hashlib.blake2b(line, digest_size=8).hexdigest()}"
+            cid = line_id(lineno, line)
             try:
                 framed = frame(line, now, NO_PEER, force_type=etype, default_id=cid)
             except Rejection as r:
-                self.reject(r.reason, f"{path.name}:{lineno}: {r.detail}", line)
+                self.reject(r.reason, f"{path.name}:{lineno}: {r.detail}", line, cid)
                 continue
             if framed is not None:
                 row, mirror_line = framed
@@ -212,9 +202,9 @@ class _Batches:
                 self.send()
                 sent(now)
 
-    def reject(self, reason: str, detail: str, line: bytes, size: int | None = None) -> None:
+    def reject(self, reason: str, detail: str, line: bytes, key: str, size: int | None = None) -> None:
         self.result.rejected[reason] += 1
-        self.rejects.append(rejected_row(time.time(), reason, detail, line, size=size))
+        self.rejects.append(rejected_row(time.time(), reason, detail, line, size=size, key=key))
 
     def send(self) -> None:
         if self.rows or self.rejects:
@@ -225,18 +215,11 @@ class _Batches:
 
 def _prepare(paths: Paths, files: list[Path], force_type: str | None) -> str | None:
     """Check what the import needs before starting a writer; returns the forced type."""
-    for f in files:
-        if not f.is_file():
-            raise ConfigError(f"{f}: no such file")
-    etype = None
-    if force_type is not None:
-        etype = normalize_type(force_type)
-        if etype is None:
-            raise ConfigError(f"--type {force_type!r} does not normalize to [a-z][a-z0-9_]{{0,62}}")
-    if daemon_running(paths):
+    etype = check_arguments(files, force_type)
+    if daemon_running(paths):  # hookd import asked it first (ops/importing.py): it started since
         raise AlreadyRunning(
-            f"hookd is running on {paths.socket}; stop it for the import (hooks spool their events "
-            "meanwhile and nothing is lost), then start it again"
+            f"hookd started on {paths.socket} as the import began: run `hookd import` again "
+            "(it then goes through the daemon)"
         )
     private_dir(paths.db.parent)
     private_dir(paths.mirror_dir)

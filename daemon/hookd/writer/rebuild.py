@@ -100,9 +100,12 @@ def _carry_over(new: sqlite3.Connection, old_path: Path) -> bool:
         tables = {row[0] for row in new.execute("SELECT name FROM old.sqlite_master WHERE type = 'table'")}
         new.execute("BEGIN")
         if "rejected" in tables:
+            # An old database from before ``line_key`` (schema 4) has none: NULL then.
+            old_columns = {row[1] for row in new.execute("PRAGMA old.table_info(rejected)")}
+            key = "line_key" if "line_key" in old_columns else "NULL"
             new.execute(
-                "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) "
-                "SELECT recv_ts, reason, detail, size, preview, pid, uid FROM old.rejected ORDER BY rid"
+                "INSERT OR IGNORE INTO rejected (recv_ts, reason, detail, size, preview, pid, uid, line_key) "
+                f"SELECT recv_ts, reason, detail, size, preview, pid, uid, {key} FROM old.rejected ORDER BY rid"
             )
         if "counters" in tables:
             new.execute("INSERT OR REPLACE INTO counters SELECT name, value FROM old.counters")

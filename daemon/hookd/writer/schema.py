@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
-from hookd.records import BASE_COLUMNS, CLIENT_ID, COLUMN_RE, EID, JSON_PATH_RE
+from hookd.records import BASE_COLUMNS, CLIENT_ID, COLUMN_RE, EID, JSON_PATH_RE, LINE_KEY
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -210,12 +210,26 @@ def _m004_claude_code_pairing(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
+def _m_rejected_line_key(db: sqlite3.Connection) -> None:
+    """``rejected.line_key``: the key of a rejected line of an imported file (its line number and
+    a hash of it, ``hookd.backfill``), unique, so that importing the file again records it no
+    second time. Live lines have none (NULL: every rejection of a live line is recorded).
+
+    Its function carries no number (MIGRATIONS gives it one) and it can run twice: branches
+    that each add a migration are renumbered at merge by editing MIGRATIONS only."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(rejected)")}
+    if "line_key" not in columns:
+        db.execute("ALTER TABLE rejected ADD COLUMN line_key TEXT")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS rejected_line_key ON rejected(line_key) WHERE line_key IS NOT NULL")
+
+
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial", _m001_initial),
     (2, "counters_and_spool", _m002_counters_and_spool),
     (3, "analysis_views", _m003_analysis_views),
     (4, "claude_code_pairing", _m004_claude_code_pairing),
+    (5, "rejected_line_key", _m_rejected_line_key),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -225,7 +239,11 @@ INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (eid, type, ts, session, client_id, recv_ts, pid, uid, data) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-INSERT_REJECTED = "INSERT INTO rejected (recv_ts, reason, detail, size, preview, pid, uid) VALUES (?, ?, ?, ?, ?, ?, ?)"
+#: OR IGNORE: a rejected line of an imported file that is already recorded (same ``line_key``).
+INSERT_REJECTED = (
+    "INSERT OR IGNORE INTO rejected (recv_ts, reason, detail, size, preview, pid, uid, line_key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # A type whose events were all deleted by retention keeps its row with count 0 (so status can
 # say when it was last seen); its first_ts then restarts from the events stored next.
 _FIRST_LAST = (
@@ -398,6 +416,27 @@ def insert_events(db: sqlite3.Connection, rows: Sequence[Sequence], with_id: Ite
             found = db.execute("SELECT eid FROM events WHERE client_id = ?", (rows[i][CLIENT_ID],)).fetchone()
             dropped.append((i, found[0] if found else rows[i][EID]))
     return dropped
+
+
+def insert_rejected(db: sqlite3.Connection, rejects: Sequence[Sequence]) -> list[Sequence]:
+    """Insert ``rejected`` rows inside the caller's transaction; returns those recorded now.
+
+    Rows without a ``line_key`` (live lines) are all recorded, with one ``executemany``; the few
+    with one (lines of an imported file) are inserted alone, so that one already recorded by an
+    earlier import is told apart and not counted again."""
+    keyed = [r for r in rejects if r[LINE_KEY] is not None]
+    if not keyed:
+        db.executemany(INSERT_REJECTED, rejects)
+        return list(rejects)
+    recorded = [r for r in rejects if r[LINE_KEY] is None]
+    if recorded:
+        db.executemany(INSERT_REJECTED, recorded)
+    for r in keyed:
+        before = db.total_changes
+        db.execute(INSERT_REJECTED, r)
+        if db.total_changes != before:
+            recorded.append(r)
+    return recorded
 
 
 def bump_counters(db: sqlite3.Connection, counts: dict[str, int]) -> None:

@@ -296,8 +296,8 @@ class Writer:
         elif mirror:
             txn.mirror.extend(batch.mirror_lines)
         if batch.rejects:
-            db.executemany(schema.INSERT_REJECTED, batch.rejects)
-            for r in batch.rejects:
+            # Counted as recorded: a re-imported file's rejected lines add nothing, counters neither.
+            for r in schema.insert_rejected(db, batch.rejects):
                 txn.count("rejected." + r[REJECTED_REASON], 1)
         if batch.spool_names:
             db.executemany("INSERT OR IGNORE INTO spool_done (name) VALUES (?)", [(n,) for n in batch.spool_names])
@@ -515,14 +515,31 @@ class FrameReader:
         return out
 
 
-def _send(message: wire.FromWriter) -> None:
-    data = memoryview(wire.pack(message))
-    while data:
-        n = os.write(1, data)
-        data = data[n:]
+class Replies:
+    """The writer's answers, on stdout. A daemon killed (kill -9) leaves this pipe without a
+    reader: the writer then stops answering and logs one line, instead of a traceback, and
+    goes on committing what the daemon had sent (its input pipe ends once that is read). What
+    it committed stays; what reached only the mirror is replayed at the next start."""
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+        #: The daemon is gone: nothing more is sent.
+        self.gone = False
+
+    def send(self, message: wire.FromWriter) -> None:
+        if self.gone:
+            return
+        data = memoryview(wire.pack(message))
+        try:
+            while data:
+                n = os.write(self.fd, data)
+                data = data[n:]
+        except BrokenPipeError:
+            self.gone = True
+            log.warning("the daemon is gone (its reply pipe closed): committing what it had sent, then exiting")
 
 
-def serve(writer: Writer, reader: FrameReader) -> None:
+def serve(writer: Writer, reader: FrameReader, replies: Replies) -> None:
     policy: wire.Policy | None = None  # set while retention steps remain to be done
     while True:
         frames = reader.read(block=policy is None)
@@ -543,7 +560,7 @@ def serve(writer: Writer, reader: FrameReader) -> None:
                 close = True
         if batches:
             for reply in writer.commit(batches):
-                _send(reply)
+                replies.send(reply)
         if close:
             return
         if fresh is not None:
@@ -552,7 +569,7 @@ def serve(writer: Writer, reader: FrameReader) -> None:
             # One short step between batches, so ingestion never waits for more than one.
             r = writer.retain(policy, upkeep=fresh is not None)
             if r.age or r.size or not r.more:
-                _send(wire.Retained(r.age, r.size, r.more))
+                replies.send(wire.Retained(r.age, r.size, r.more))
             if not r.more:
                 policy = None
             elif not (r.age or r.size):
@@ -572,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="hookd[writer]: %(levelname)s: %(message)s")
+    replies = Replies()
     try:
         existed = args.db.exists()
         writer = Writer(args.db, args.mirror_dir, spool_dir=args.spool_dir, synchronous=args.synchronous)
@@ -586,9 +604,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif replayed:
             log.warning("replayed %d events from the mirror that had not reached the database", replayed)
-        _send(wire.Ready(schema.max_eid(writer.db), replayed))
+        replies.send(wire.Ready(schema.max_eid(writer.db), replayed))
     except sqlite3.DatabaseError as e:
-        _send(
+        replies.send(
             wire.Fatal(
                 f"database {args.db} is unreadable ({e}); move it aside, or run `hookd rebuild` "
                 "(with the daemon stopped) to recreate it from the mirror"
@@ -596,14 +614,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     except (HookdError, OSError, sqlite3.Error) as e:
-        _send(wire.Fatal(str(e)))
+        replies.send(wire.Fatal(str(e)))
         return 1
-    writer.on_state = lambda state, since: _send(wire.State(state, since))
+    writer.on_state = lambda state, since: replies.send(wire.State(state, since))
     try:
-        serve(writer, FrameReader(0))
+        serve(writer, FrameReader(0), replies)
     except (HookdError, OSError, sqlite3.Error) as e:
         log.error("%s", e)
-        _send(wire.Fatal(str(e)))
+        replies.send(wire.Fatal(str(e)))
         return 1
     finally:
         writer.close()
