@@ -255,21 +255,26 @@ def test_reimport_on_either_path_adds_nothing_and_bad_lines_are_recorded_once(
 ) -> None:
     f = tmp_path / "old.jsonl"
     bad = log_file(f, 3000, bad_every=7)
-    with open(f, "ab") as out:  # an over-long line too (over max_line), and a last line without newline
-        out.write(b'{"type":"big","x":"' + b"y" * (2 << 20) + b'"}\n{"type":"last"}')
+    with open(f, "ab") as out:  # over-long lines (over max_line): one cut to fit, one that cannot be
+        out.write(b'{"type":"big","x":"' + b"y" * (2 << 20) + b'"}\n')
+        out.write(b"[" + b"1," * (1 << 20) + b"1]\n")  # not an object: too_long
+        out.write(b'{"type":"last"}')  # and a last line without newline
     d = daemons()
     offline = hookd(home, "import", str(f))
     assert offline.returncode == 0, offline.stderr
     assert "through the running daemon" not in offline.stdout
     first = snapshot(d)
-    assert len(first[0]) == 3000 - bad + 1 and len(first[1]) == bad + 1
+    assert len(first[0]) == 3000 - bad + 2 and len(first[1]) == bad + 1
     assert dict(first[2])["rejected.too_long"] == 1
+    assert [json.loads(e[4])["_hookd_truncated"]["values"] for e in first[0] if e[0] == "big"] == [
+        [{"path": "$.x", "length": 2 << 20}]
+    ]
 
     d.start()
     for _ in range(2):  # through the daemon: the same ids and keys as offline
         through = hookd(home, "import", str(f))
         assert through.returncode == 0, through.stderr
-        assert through.stdout.startswith(f"{3001} lines: 0 imported, {3000 - bad + 1} duplicate, {bad + 1} rejected")
+        assert through.stdout.startswith(f"{3002} lines: 0 imported, {3000 - bad + 2} duplicate, {bad + 1} rejected")
         assert "through the running daemon" in through.stdout
         assert snapshot(d) == first
     assert d.stop() == 0, d.logtext
