@@ -19,6 +19,7 @@ from hookd import config, spool
 from hookd.daemon import retention_schedule, sdnotify
 from hookd.daemon.control import Control
 from hookd.daemon.control_listener import ControlListener
+from hookd.daemon.http_listener import HttpListener
 from hookd.daemon.ingest import Ingest
 from hookd.daemon.server import FlowControl, Listener, Server, raise_fd_limit
 from hookd.daemon.writer_link import WriterLink
@@ -138,6 +139,12 @@ async def serve(settings: Settings) -> int:
         listener = Listener.inherit(fds, paths.socket)
     else:
         listener = Listener.bind(paths.socket, paths.lock, settings.backlog)
+    try:
+        http = HttpListener.open(settings, fds)  # None unless configured or passed by systemd
+    except BaseException:
+        listener.unlink()
+        listener.release()
+        raise
     raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -165,6 +172,9 @@ async def serve(settings: Settings) -> int:
         control = Control(settings, ingest, writer_pid=link.proc.pid if link.proc else None)
         control.server = server
         server.control = control
+        if http is not None:
+            http.attach(ingest, refused=server.note_refused, accepted_uids=lambda: server.accepted_uids)
+            control.http = http
         control_listener = ControlListener(
             control_path(listener.path),
             control,
@@ -185,6 +195,8 @@ async def serve(settings: Settings) -> int:
             if await control_listener.start():
                 control.control_socket = str(control_listener.path)
             await server.start()
+            if http is not None:
+                await http.start()
             origin = "" if listener.owned else " (from systemd)"
             log.info("ready: socket %s%s, database %s, mirror %s", listener.path, origin, paths.db, paths.mirror_dir)
             if notifier.enabled:
@@ -207,9 +219,13 @@ async def serve(settings: Settings) -> int:
             control.close()
             await control_listener.stop()
             rt.cancel()
+            if http is not None:
+                await http.stop(settings.shutdown_grace)
             await server.stop(settings.shutdown_grace)
             await ingest.drain()
             server.close_all()
+            if http is not None:
+                http.close_all()
             cp.cancel()
             code = await link.close()
             await replies
@@ -234,6 +250,8 @@ async def serve(settings: Settings) -> int:
             await control_listener.stop()
         listener.unlink()
         listener.release()
+        if http is not None:
+            http.release()
         notifier.close()
         with contextlib.suppress(Exception):
             await link.close()

@@ -62,6 +62,8 @@ class Control:
         self.server: Any = None  # set by app: connection counts
         #: The control socket serving these commands, once it listens (set by app).
         self.control_socket: str | None = None
+        #: The HTTP listener, when there is one (set by app): its ``status()`` is ``http``.
+        self.http: Any = None
         #: (monotonic time, committed) once a second: the rate over the last minute.
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=62)
         ingest.on_commit.append(self._committed)
@@ -149,6 +151,7 @@ class Control:
             "committed_eid": self.ingest.committed_eid,
             "writer": {"state": s.writer_state, "since": s.writer_state_since},
             "followers": len(self.followers),
+            "http": self.http.status() if self.http is not None else None,
         }
 
     def _follow(self, transport: asyncio.Transport, params: dict[str, Any]) -> None:
