@@ -51,6 +51,7 @@ PATH: Final = b"/v1/events"
 JSON_TYPES: Final = (b"application/json",)
 NDJSON_TYPES: Final = (b"application/x-ndjson", b"application/ndjson", b"application/jsonl")
 _WANTED = frozenset((b"content-type", b"content-length", b"authorization", b"expect"))
+_WANTED_LENGTHS = frozenset(map(len, _WANTED))  # most headers are skipped without lower()
 _TRUE = (b"1", b"true", b"yes")
 
 _REASONS: Final = {
@@ -90,6 +91,17 @@ def response(status: int, body: bytes = b"", *, keep_alive: int | None, extra: b
         out += b"Content-Length: 0\r\n"
     conn = b"Connection: close\r\n" if keep_alive is None else b"Keep-Alive: timeout=%d\r\n" % keep_alive
     return out + conn + extra + b"\r\n" + body
+
+
+_no_content: list[Any] = [None, b""]  # (Date, keep_alive) and the answer built for them
+
+
+def no_content(keep_alive: int | None) -> bytes:
+    """The 204 answer: the one Claude Code's hooks get, so built once a second, not per request."""
+    key = (_http_date(), keep_alive)
+    if _no_content[0] != key:
+        _no_content[0], _no_content[1] = key, response(204, keep_alive=keep_alive)
+    return _no_content[1]
 
 
 def error_body(reason: str, detail: str, **more: Any) -> bytes:
@@ -137,6 +149,7 @@ class Request:
         "close",
         "eid_reply",
         "keep",
+        "head",
         "_proto",
     )
 
@@ -160,6 +173,7 @@ class Request:
         self.close = False
         self.eid_reply = b""
         self.keep = False  # the client keeps the connection (HTTP/1.1 default, or keep-alive)
+        self.head = False  # a HEAD request: its answer has no body
 
     def fail(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` after the body (which is then discarded)."""
@@ -330,6 +344,9 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head += len(url)
+        if self._head > MAX_HEAD:
+            self._fatal(431, "headers_too_large", f"request line and headers over {MAX_HEAD} bytes")
+            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head += len(name) + len(value) + 4
@@ -338,9 +355,10 @@ class HttpProtocol(asyncio.Protocol):
             self._fatal(431, "headers_too_large", f"request line and headers over {MAX_HEAD} bytes")
             raise _Stop
         self._nheaders += 1
-        name = name.lower()
-        if name in _WANTED:
-            headers[name] = value
+        if len(name) in _WANTED_LENGTHS:
+            name = name.lower()
+            if name in _WANTED:
+                headers[name] = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -348,6 +366,8 @@ class HttpProtocol(asyncio.Protocol):
         assert req is not None
         self._lst.requests += 1
         req.keep = self._parser.should_keep_alive()
+        method = self._parser.get_method()
+        req.head = method == b"HEAD"
         try:
             url = httptools.parse_url(bytes(self._url))
         except httptools.HttpParserInvalidURLError:
@@ -355,7 +375,7 @@ class HttpProtocol(asyncio.Protocol):
             raise _Stop from None
         if url.path != PATH:
             req.fail(404, "not_found", f"no such path: POST events to {PATH.decode()}")
-        elif self._parser.get_method() != b"POST":
+        elif method != b"POST":
             req.fail(405, "method_not_allowed", f"{PATH.decode()} takes POST only")
         elif not self._lst.authorized(self._headers.get(b"authorization")):
             req.fail(401, "unauthorized", "send `Authorization: Bearer TOKEN` (the token of http.token_file)")
@@ -377,7 +397,8 @@ class HttpProtocol(asyncio.Protocol):
                 "send Content-Type: application/json (one event) or application/x-ndjson (one event a line)",
             )
             return
-        req.wait = any(p.partition(b"=")[::2] in ((b"wait", v) for v in _TRUE) for p in query.split(b"&"))
+        if query:
+            req.wait = any(p.partition(b"=")[::2] in ((b"wait", v) for v in _TRUE) for p in query.split(b"&"))
         size = self._headers.get(b"content-length")
         if not req.ndjson and size is not None and size.isdigit() and int(size) > self._lst.max_line:
             self._too_long(req, int(size), b"")
@@ -502,7 +523,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
         if self._eof and not queue and t is not None:
             t.close()
-        elif len(queue) < MAX_PIPELINE:
+        elif self._paused and len(queue) < MAX_PIPELINE:
             self.update_reading()
 
     def _answer(self, req: Request) -> bytes:
@@ -516,7 +537,8 @@ class HttpProtocol(asyncio.Protocol):
                 extra = b"Allow: POST\r\n"
             elif req.status == 401:
                 extra = b'WWW-Authenticate: Bearer realm="hookd"\r\n'
-            return response(req.status, error_body(req.reason, req.detail), keep_alive=keep, extra=extra)
+            body = b"" if req.head else error_body(req.reason, req.detail)
+            return response(req.status, body, keep_alive=keep, extra=extra)
         if req.ndjson:
             return self._ndjson_answer(req, keep)
         if req.rejected:
@@ -527,14 +549,14 @@ class HttpProtocol(asyncio.Protocol):
             lst.count(200, "")
             return response(200, req.eid_reply, keep_alive=keep)
         lst.count(204, "")
-        return response(204, keep_alive=keep)
+        return no_content(keep)
 
     def _ndjson_answer(self, req: Request, keep: int | None) -> bytes:
         lst = self._lst
         if not req.rejected:
             if not req.wait:
                 lst.count(204, "")
-                return response(204, keep_alive=keep)
+                return no_content(keep)
             lst.count(200, "")
             body = {"ok": True, "committed": req.accepted, "duplicates": req.duplicates, "rejected": 0}
             return response(200, _encode(body), keep_alive=keep)
