@@ -16,7 +16,9 @@ Claude Code runs on Node; the clients here are Node's own (bench/node/):
    against the same clients and the bare server (so the ratio says how much of the limit is
    the clients'). Target: 20,000 events/s. The daemon's and writer's CPU per event come from
    /proc/PID/stat.
-3. The same 4 clients sending NDJSON bodies of 100 events, against the Unix socket path
+   The same with 4 Python clients on raw sockets (a few µs per request instead of fetch's
+   hundreds): what the daemon itself takes, one event per request.
+3. The same 4 fetch clients sending NDJSON bodies of 100 events, against the Unix socket path
    streaming the same events (bench/ingest.py's clients) in the same run.
 """
 
@@ -30,13 +32,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ingest  # noqa: E402
 from conn_per_event import cpu_seconds  # noqa: E402
 
-from common import ROOT, DaemonUnderTest, Result, daemon, median_spread, percentile, rss_mb  # noqa: E402
+from common import ROOT, DaemonUnderTest, Result, daemon, median_spread, percentile  # noqa: E402
 
 SECTION = "http hooks"
 NODE = shutil.which("node")
@@ -132,16 +135,37 @@ def latency_results(runs: list[dict[str, list[float]]]) -> list[Result]:
 
 
 # -- 2 and 3. sustained ------------------------------------------------------------------------------
-def start_clients(url: str, events: int, per_request: int) -> list[subprocess.Popen[str]]:
-    procs = [
-        subprocess.Popen(
-            [NODE or "node", str(LOAD_JS), url, str(events), str(per_request)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(CLIENTS)
-    ]
+# The same client contract as bench/node/http_load.mjs over a raw socket: what the server takes
+# when the client costs little (Node's fetch costs far more CPU per request than hookd does).
+PY_CLIENT = r"""
+import json, socket, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+events = int(sys.argv[2])
+s = socket.create_connection((u.hostname, u.port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+head = b"POST " + u.path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+def post(i):
+    body = json.dumps({"hook_event_name": "PreToolUse", "session_id": "s-%d" % (i // 500), "tool_name": "Read",
+                       "tool_use_id": "toolu_%d" % i, "tool_input": {"file_path": "/p/mod%d.py" % (i % 40)}}).encode()
+    s.sendall(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+    if not s.recv(4096).startswith(b"HTTP/1.1 204"):
+        raise SystemExit("not 204")
+for i in range(50):
+    post(-1 - i)
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(events):
+    post(i)
+print("done", flush=True)
+"""
+
+
+def start_clients(url: str, events: int, per_request: int, kind: str = "node") -> list[subprocess.Popen[str]]:
+    if kind == "node":
+        argv = [NODE or "node", str(LOAD_JS), url, str(events), str(per_request)]
+    else:
+        argv = [sys.executable, "-c", PY_CLIENT, url, str(events)]
+    procs = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(CLIENTS)]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     return procs
@@ -163,9 +187,10 @@ def finish(procs: list[subprocess.Popen[str]]) -> float:
     return time.time()
 
 
-def sustained_hookd(events: int, per_request: int) -> dict[str, float]:
+def sustained_hookd(events: int, per_request: int, kind: str = "node") -> dict[str, float]:
+    """Events/s from the first request to the last event stored, and CPU per event."""
     with daemon("--http", "127.0.0.1:0") as dut:
-        procs = start_clients(http_url(dut), events, per_request)
+        procs = start_clients(http_url(dut), events, per_request, kind)
         dut.wait_stored(CLIENTS * 50 * per_request)  # the warm-up
         time.sleep(0.2)
         pids = dut.pids()
@@ -175,63 +200,70 @@ def sustained_hookd(events: int, per_request: int) -> dict[str, float]:
         t1 = dut.wait_stored(CLIENTS * (50 * per_request + events))
         cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
         total = CLIENTS * events
-        return {
-            "eps": total / (t1 - t0),
-            "daemon_us": cpu[0] / total * 1e6,
-            "writer_us": cpu[1] / total * 1e6,
-            "rss": rss_mb(pids),
-        }
+        return {"eps": total / (t1 - t0), "daemon_us": cpu[0] / total * 1e6, "writer_us": cpu[1] / total * 1e6}
 
 
-def sustained_bare(events: int) -> float:
+def sustained_bare(events: int, kind: str = "node") -> dict[str, float]:
     bare = Bare()
     try:
-        procs = start_clients(bare.url, events, 1)
+        procs = start_clients(bare.url, events, 1, kind)
+        cpu0 = cpu_seconds(bare.proc.pid)
         t0 = go(procs)
-        return CLIENTS * events / (finish(procs) - t0)
+        t1 = finish(procs)
+        total = CLIENTS * events
+        return {"eps": total / (t1 - t0), "cpu_us": (cpu_seconds(bare.proc.pid) - cpu0) / total * 1e6}
     finally:
         bare.close()
 
 
-def sustained_results(hs: list[dict[str, float]], bares: list[float], nd: list[dict[str, float]], socks: list[float],
-                      events: int, batch: int) -> list[Result]:  # fmt: skip
+def _pair(hs: list[dict[str, float]], refs: list[float]) -> tuple[float, float, str, float, str]:
     eps = [h["eps"] for h in hs]
-    ratios = [h / b for h, b in zip(eps, bares, strict=True)]
+    ratios = [h / r for h, r in zip(eps, refs, strict=True)]
     v, spread = median_spread(eps)
     r, r_spread = median_spread(ratios)
-    nd_eps = [h["eps"] for h in nd]
-    nd_ratios = [h / s for h, s in zip(nd_eps, socks, strict=True)]
-    nv, _ = median_spread(nd_eps)
-    nr, nr_spread = median_spread(nd_ratios)
-    d_us = median_spread([h["daemon_us"] for h in hs])[0]
-    w_us = median_spread([h["writer_us"] for h in hs])[0]
+    return v, r, r_spread, median_spread(refs)[0], spread
+
+
+def sustained_results(runs: list[dict[str, Any]], events: int, py_events: int, batch: int) -> list[Result]:
+    out = []
+    for kind, n, label in (("node", events, "keep-alive fetch"), ("python", py_events, "keep-alive raw-socket")):
+        hs, bares = [r[kind] for r in runs], [r[f"bare_{kind}"] for r in runs]
+        v, r, r_spread, ref, spread = _pair(hs, [b["eps"] for b in bares])
+        d_us = median_spread([h["daemon_us"] for h in hs])[0]
+        w_us = median_spread([h["writer_us"] for h in hs])[0]
+        b_us = median_spread([b["cpu_us"] for b in bares])[0]
+        out.append(Result(
+            SECTION, f"sustained, {CLIENTS} {label} clients x {n:,} events, one per request", v, "events/s",
+            "the same clients against the bare 204 server", ref, r, ">= 20,000 events/s", v >= 20_000,
+            f"ratio {r_spread}; events/s {spread}",
+            f"first request to last event stored; CPU per event: hookd daemon {d_us:.1f} us, writer {w_us:.1f} us, "
+            f"bare server {b_us:.1f} us",
+        ))  # fmt: skip
+    nd = [r["ndjson"] for r in runs]
+    v, r, r_spread, ref, _ = _pair(nd, [x["socket"] for x in runs])
     nd_d = median_spread([h["daemon_us"] for h in nd])[0]
-    return [
-        Result(SECTION, f"sustained, {CLIENTS} keep-alive fetch clients x {events:,} events, one per request", v,
-               "events/s", "the same clients against the bare 204 server", median_spread(bares)[0], r,
-               ">= 20,000 events/s", v >= 20_000, f"ratio {r_spread}; events/s {spread}",
-               f"first request to last event stored; hookd daemon CPU {d_us:.1f} us/event, writer {w_us:.1f}",
-               runs=ratios),
-        Result(SECTION, f"sustained, {CLIENTS} fetch clients, NDJSON bodies of {batch} events", nv, "events/s",
-               f"Unix socket, {CLIENTS} streaming clients (bench/ingest.py)", median_spread(socks)[0], nr,
-               ">= 20,000 events/s", nv >= 20_000, f"ratio {nr_spread}", f"hookd daemon CPU {nd_d:.1f} us/event",
-               runs=nd_ratios),
-    ]  # fmt: skip
+    out.append(Result(
+        SECTION, f"sustained, {CLIENTS} fetch clients, NDJSON bodies of {batch} events", v, "events/s",
+        f"Unix socket, {CLIENTS} streaming clients (bench/ingest.py)", ref, r, ">= 20,000 events/s", v >= 20_000,
+        f"ratio {r_spread}", f"hookd daemon CPU {nd_d:.1f} us/event",
+    ))  # fmt: skip
+    return out
 
 
 def measure(runs: int = 5, quick: bool = False) -> list[Result]:
     if NODE is None:
         raise RuntimeError("node is not installed: the http hook benchmarks use Node's fetch, as Claude Code does")
     http_calls, cmd_calls = (600, 30) if quick else (3000, 150)
-    events, batch = (2_000, 100) if quick else (10_000, 100)
-    lat, hs, bares, nd, socks = [], [], [], [], []
+    events, py_events, batch = (2_000, 5_000, 100) if quick else (10_000, 25_000, 100)
+    lat, sus = [], []
     for _ in range(2 if quick else runs):
         lat.append(latency_run(http_calls, cmd_calls))
-        hs.append(sustained_hookd(events, 1))
-        bares.append(sustained_bare(events))
-        nd.append(sustained_hookd(events * 10, batch))
-        socks.append(ingest.run_hookd(CLIENTS, events * 10))
-    return latency_results(lat) + sustained_results(hs, bares, nd, socks, events, batch)
+        sus.append({
+            "node": sustained_hookd(events, 1), "bare_node": sustained_bare(events),
+            "python": sustained_hookd(py_events, 1, "python"), "bare_python": sustained_bare(py_events, "python"),
+            "ndjson": sustained_hookd(events * 10, batch), "socket": ingest.run_hookd(CLIENTS, events * 10),
+        })  # fmt: skip
+    return latency_results(lat) + sustained_results(sus, events, py_events, batch)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ docs/reliability.md (tests/reliability_table.py runs this file too).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -511,3 +512,87 @@ def test_listen_values() -> None:
     for bad in ("8787", "::1:8787", "example.com:80", "127.0.0.1:99999", "127.0.0.1:"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+def test_pipelined_requests_are_answered_in_order(hd: Daemon) -> None:
+    """A waiting request first, then two that could be answered at once: answers keep the order."""
+    one = b'{"type":"pipe","n":1}'
+    requests = [
+        b"POST /v1/events?wait=1 HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(one), one),
+        b"POST /v1/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(one), one),
+        b"POST /nowhere HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"HEAD /v1/events HTTP/1.1\r\n\r\n",
+    ]
+    s = raw(hd)
+    s.sendall(b"".join(requests))
+    data = b""
+    while data.count(b"HTTP/1.1 ") < 4:
+        chunk = s.recv(65536)
+        assert chunk, data
+        data += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert statuses == [b"200", b"204", b"404", b"405"], data
+    assert data.endswith(b"\r\n\r\n")  # the HEAD answer has no body
+    assert hd.wait_count(2) == 2
+
+
+def test_a_bug_in_request_handling_costs_that_connection_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process: Ingest raising (a bug) gets a 500 and a closed connection, not a dead daemon."""
+    from hookd.daemon import http_protocol
+    from hookd.framing import Peer
+
+    class Transport:
+        def __init__(self) -> None:
+            self.out = b""
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.out += data
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def can_write_eof(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            self.closed = True
+
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+
+    class Broken:
+        capture = None
+
+        def lines(self, *args: object) -> None:
+            raise RuntimeError("boom")
+
+    class Listener:
+        max_line, keep_alive, stopping, requests = 1 << 20, 30, False, 0
+        flow = type("Flow", (), {"paused": False})()
+        ingest = Broken()
+        counts: list[tuple[int, str]] = []
+
+        def opened(self, proto: object) -> None: ...
+        def closed(self, proto: object) -> None: ...
+        def check_peer(self, transport: object) -> Peer:
+            return Peer(None, os.getuid())
+
+        def authorized(self, header: object) -> bool:
+            return True
+
+        def count(self, status: int, reason: str) -> None:
+            self.counts.append((status, reason))
+
+    async def run() -> None:
+        lst, t = Listener(), Transport()
+        proto = http_protocol.HttpProtocol(lst)  # type: ignore[arg-type]
+        proto.connection_made(t)  # type: ignore[arg-type]
+        body = b'{"type":"x"}'
+        proto.data_received(b"POST /v1/events HTTP/1.1\r\nContent-Type: application/json\r\n")
+        proto.data_received(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert t.out.startswith(b"HTTP/1.1 500 Internal Server Error") and b"Connection: close" in t.out
+        assert lst.counts == [(500, "internal_error")]
+
+    asyncio.run(run())

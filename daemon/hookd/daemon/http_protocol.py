@@ -25,6 +25,7 @@ up to ``max_line``, an NDJSON body one line at a time (as on the socket), at mos
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from email.utils import formatdate
@@ -38,6 +39,8 @@ from hookd.framing import PREVIEW_BYTES, LineSplitter, Peer
 if TYPE_CHECKING:
     from hookd.daemon.http_listener import HttpListener
 
+log = logging.getLogger("hookd.http")
+
 #: Request line and headers, in bytes; more is answered 431.
 MAX_HEAD: Final = 16 << 10
 MAX_HEADERS: Final = 100
@@ -48,6 +51,7 @@ LINGER: Final = 2.0
 #: Errors listed in an NDJSON reply (the counts cover them all).
 MAX_ERRORS: Final = 20
 PATH: Final = b"/v1/events"
+_PATH_QUERY: Final = PATH + b"?"
 JSON_TYPES: Final = (b"application/json",)
 NDJSON_TYPES: Final = (b"application/x-ndjson", b"application/ndjson", b"application/jsonl")
 _WANTED = frozenset((b"content-type", b"content-length", b"authorization", b"expect"))
@@ -65,6 +69,7 @@ _REASONS: Final = {
     413: b"Content Too Large",
     415: b"Unsupported Media Type",
     431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
     503: b"Service Unavailable",
 }
 _encode = msgspec.json.Encoder().encode
@@ -214,7 +219,7 @@ class HttpProtocol(asyncio.Protocol):
         self._peer = Peer(None, None)
         self._queue: deque[Request] = deque()  # requests in arrival order, answered in order
         self._req: Request | None = None  # the request being received
-        self._url = bytearray()
+        self._url = b""
         self._headers: dict[bytes, bytes] = {}  # only those in _WANTED
         self._nheaders = 0
         self._head = 0  # header bytes of the request being received
@@ -256,9 +261,10 @@ class HttpProtocol(asyncio.Protocol):
         in_head = self._in_head
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
-            if not self._ending:
-                raise  # a bug in a callback, not a decision: let asyncio log it and close
+        except httptools.HttpParserCallbackError as e:
+            if not self._ending:  # not a decision of ours (_Stop): a bug; this connection only
+                log.error("HTTP request handling failed (a bug in hookd; please report it)", exc_info=e.__context__)
+                self._fatal(500, "internal_error", "hookd failed on this request (logged); please report it")
         except httptools.HttpParserUpgrade:
             self._fatal(400, "bad_request", "protocol upgrades are not supported: send plain HTTP/1.1 requests")
         except httptools.HttpParserError as e:
@@ -332,7 +338,7 @@ class HttpProtocol(asyncio.Protocol):
         req = Request(self)
         self._req = req
         self._queue.append(req)
-        self._url.clear()
+        self._url = b""
         self._headers = {}
         self._nheaders = 0
         self._head = 0
@@ -342,7 +348,7 @@ class HttpProtocol(asyncio.Protocol):
             self.update_reading()
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url = self._url + url if self._url else url  # usually called once
         self._head += len(url)
         if self._head > MAX_HEAD:
             self._fatal(431, "headers_too_large", f"request line and headers over {MAX_HEAD} bytes")
@@ -368,22 +374,32 @@ class HttpProtocol(asyncio.Protocol):
         req.keep = self._parser.should_keep_alive()
         method = self._parser.get_method()
         req.head = method == b"HEAD"
-        try:
-            url = httptools.parse_url(bytes(self._url))
-        except httptools.HttpParserInvalidURLError:
-            self._fatal(400, "bad_request", "malformed request target")
-            raise _Stop from None
-        if url.path != PATH:
+        path, query = self._target()
+        if path != PATH:
             req.fail(404, "not_found", f"no such path: POST events to {PATH.decode()}")
         elif method != b"POST":
             req.fail(405, "method_not_allowed", f"{PATH.decode()} takes POST only")
         elif not self._lst.authorized(self._headers.get(b"authorization")):
             req.fail(401, "unauthorized", "send `Authorization: Bearer TOKEN` (the token of http.token_file)")
         else:
-            self._accept_body(req, url.query or b"")
+            self._accept_body(req, query)
         expect = self._headers.get(b"expect", b"").lower() == b"100-continue"
         if expect and not req.status and self._queue[0] is req and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # nothing else is owed before it
+
+    def _target(self) -> tuple[bytes, bytes]:
+        """(path, query) of the request target; the usual ``/v1/events[?...]`` without a parse."""
+        url = self._url
+        if url == PATH:
+            return PATH, b""
+        if url.startswith(_PATH_QUERY):
+            return PATH, url[len(_PATH_QUERY) :]
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            self._fatal(400, "bad_request", "malformed request target")
+            raise _Stop from None
+        return parsed.path or b"", parsed.query or b""
 
     def _accept_body(self, req: Request, query: bytes) -> None:
         ctype = self._headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
@@ -420,7 +436,6 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self._req
         assert req is not None
-        self._req = None
         req.complete = True
         self.idle = 0
         if req.status:
@@ -433,6 +448,7 @@ class HttpProtocol(asyncio.Protocol):
                 req.fail(400, "empty", "the body holds no event: send one JSON object a line")
         else:
             self._frame_one(req)
+        self._req = None  # only now: a failure above is this request's (_fatal answers it)
         self.finish(req)
 
     # -- events --------------------------------------------------------------------------------
