@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_systemd import ANALYZE, HOOKD, calls, held_socket, run_hookd
+from test_systemd import ACTIVATE, ANALYZE, HOOKD, calls, held_socket, run_hookd
 from test_systemd_user import UserManager, manager, started, wait_until  # noqa: F401  (manager: a fixture)
 
 from conftest import Daemon, clean_env
@@ -232,3 +232,37 @@ def test_user_manager_serves_an_http_hook_through_hookd_http_socket(manager: Use
     assert [h.stdout for h in hooks] == ["\n204"] * 20
     wait_until(lambda: manager.main_pid() not in (0, pid), 60, "hookd to be restarted")
     wait_until(lambda: manager.count("type = 'http_hook'") == 21, 60, "all 21 http hooks stored")
+
+
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate is missing: `./dev test` installs it (systemd)")
+@pytest.mark.skipif(CURL is None, reason="curl is missing: `./dev test` installs it with apt-get as root")
+def test_the_first_http_hook_starts_hookd_through_systemd_socket_activate(home: Path) -> None:
+    """systemd-socket-activate holds both sockets, as the two socket units do, and starts hookd on
+    the first connection, here an http hook's."""
+    port = free_port()
+    d = Daemon(home, env=clean_env(home))
+    d.prefix = [ACTIVATE or "", f"--setenv=HOOKD_HOME={home}", "-l", str(d.socket), "-l", f"127.0.0.1:{port}",
+                "--fdname=hookd:hookd-http"]  # fmt: skip
+    d.start(wait=False)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the tool is listening once the port takes connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, d.logtext
+                time.sleep(0.05)
+        # That probe started hookd already; the hook is served by it.
+        r = subprocess.run(
+            [CURL or "curl", "-s", "-w", "\n%{http_code}", "--json", '{"type":"activated"}',
+             f"http://127.0.0.1:{port}/v1/events?wait=1"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.stdout.endswith("\n200"), (r.stdout, d.logtext)
+        d.wait_ready()
+        assert f"HTTP: POST http://127.0.0.1:{port}/v1/events (from systemd)" in d.logtext
+        assert d.stop() == 0
+        assert d.count("type = 'activated'") == 1
+    finally:
+        d.kill()
