@@ -1,8 +1,8 @@
-"""Run the hardening tests and print docs/reliability.md's table from the figures they record.
+"""Run the hardening tests (Unix socket and HTTP) and print docs/reliability.md's table from the figures they record.
 
     .venv/bin/python tests/reliability_table.py        # (or ./dev test first, for the venv)
 
-Each case in tests/test_hardening.py calls ``record()``; with HOOKD_RELIABILITY_OUT set, the
+Each case in tests/test_hardening.py and tests/test_http.py calls ``record()``; with HOOKD_RELIABILITY_OUT set, the
 figures (events sent, stored, rejected by reason, lost) are appended there as JSON lines.
 """
 
@@ -23,7 +23,16 @@ def main() -> int:
         out = Path(tmp) / "figures.jsonl"
         env = {**os.environ, "HOOKD_RELIABILITY_OUT": str(out)}
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_hardening.py")],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                str(HERE / "test_hardening.py"),
+                str(HERE / "test_http.py"),
+            ],
             env=env,
             cwd=HERE.parent,
         )

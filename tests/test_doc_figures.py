@@ -27,7 +27,7 @@ import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
 from hookd import cli, config, framing, oversize, wal, wire
-from hookd.daemon import control_protocol, limits, retention_schedule, sdnotify
+from hookd.daemon import control_protocol, http_listener, http_protocol, limits, retention_schedule, sdnotify
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
 from hookd.paths import Paths
@@ -173,6 +173,17 @@ FIGURES = [
     Figure("docs/protocol.md", r"`eid >> (\d+)` is the receive time", framing.EidClock.SHIFT),
     Figure("docs/protocol.md", r"its first (\d+) bytes \(`preview`", framing.PREVIEW_BYTES),
     Figure("docs/protocol.md", r"\(and (\d+ minutes) more\), its file is compressed", mirror.GRACE),
+    # the HTTP listener
+    Figure("docs/protocol.md", r"a request line and headers over (\d+ KiB)", http_protocol.MAX_HEAD),
+    Figure("docs/protocol.md", r"\*\*Bounds\*\*: headers (\d+ KiB)", http_protocol.MAX_HEAD),
+    Figure("docs/architecture.md", r"the bounds \((\d+ KiB) of headers", http_protocol.MAX_HEAD),
+    Figure("docs/protocol.md", r"more than (\d+) connections open", http_listener.MAX_CONNECTIONS),
+    Figure("docs/protocol.md", r"one line at a time, (\d+) connections", http_listener.MAX_CONNECTIONS),
+    Figure("docs/architecture.md", r"connections are capped at (\d+)", http_listener.MAX_CONNECTIONS),
+    Figure("docs/protocol.md", r"\(at most (\d+) unanswered per connection", http_protocol.MAX_PIPELINE),
+    Figure("docs/architecture.md", r"(\d+) unanswered requests a connection", http_protocol.MAX_PIPELINE),
+    Figure("docs/protocol.md", r"\(the first (\d+) errors;", http_protocol.MAX_ERRORS),
+    Figure("docs/configuration.md", r"at least (\d+) printable characters", http_listener.MIN_TOKEN),
     # systemd
     Figure("docs/operations.md", r"pings the watchdog every (\d+ s)", WATCHDOG_PING),
     Figure("docs/operations.md", r"is stuck for (\d+ s) the pings stop", WATCHDOG_SEC),

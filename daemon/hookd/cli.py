@@ -293,9 +293,12 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
         "`systemctl --user daemon-reload`, `systemctl --user enable --now hookd.socket` and "
         "`systemctl --user try-restart hookd.service`. Where `systemctl --user` does not work "
         "(no user manager), the units are written and those commands are printed instead. "
-        "From then on the socket exists from login, and hookd starts with the first event.",
+        "From then on the socket exists from login, and hookd starts with the first event. "
+        "With http.listen set (--http, HOOKD_HTTP, [http] listen), hookd-http.socket holds the HTTP port too.",
     )
     inst.add_argument("--dry-run", action="store_true", help="print the units and commands; change nothing")
+    add_key_flag(inst, KEYS_BY_NAME["http.listen"])
+    _add_config_flags(inst)
     uninst = sub.add_parser(
         "uninstall-service",
         help="stop, disable and remove hookd's systemd user units",
@@ -669,7 +672,7 @@ def moved_client_paths() -> tuple[Settings, list[str]] | None:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from hookd.ops.service import install
 
-    install(dry_run=args.dry_run)
+    install(dry_run=args.dry_run, http=settings_from(args).http_listen)
     found = moved_client_paths()
     if found is not None and "socket" in found[1]:
         settings = found[0]

@@ -27,14 +27,18 @@ from hookd.values import (
     choice,
     format_duration,
     format_size,
+    is_loopback,
+    optional_path,
     parse_bool,
     parse_duration,
     parse_int,
+    parse_listen,
     parse_ms,
     parse_path,
     parse_size,
     parse_uids,
     size_limit,
+    split_listen,
 )
 
 SYNCHRONOUS_LEVELS: Final = ("off", "normal", "full")
@@ -129,6 +133,10 @@ class Key:
             return format_duration(value)
         if self.parse in (parse_size, size_limit):
             return format_size(value)
+        if self.parse is parse_listen:
+            return value or "off"
+        if self.parse is optional_path:
+            return "" if value is None else str(value)
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, tuple):
@@ -275,6 +283,34 @@ KEYS: Final[tuple[Key, ...]] = (
         ),
         live=True,
     ),
+    # Off by default: a TCP port is reachable by every local user and process (the uid check
+    # below refuses other users, but a port is still a surface a Unix socket does not have), and
+    # only Claude Code's http hooks need it. `hookd hooks install-claude --http` reads it.
+    Key(
+        "http.listen",
+        "http_listen",
+        parse_listen,
+        None,
+        "serve POST /v1/events on this loopback HOST:PORT (Claude Code http hooks); off by default",
+        env="HOOKD_HTTP",
+        flag=Flag("--http", "HOST:PORT", str),
+    ),
+    Key(
+        "http.token_file",
+        "http_token_file",
+        optional_path,
+        None,
+        "require `Authorization: Bearer TOKEN` on the HTTP listener, TOKEN read from this file (mode 0600)",
+        env="HOOKD_HTTP_TOKEN_FILE",
+        flag=Flag("--http-token-file", "FILE", str),
+    ),
+    Key(
+        "http.allow_remote",
+        "http_allow_remote",
+        parse_bool,
+        False,
+        "let http.listen be a non-loopback address (then http.token_file is required)",
+    ),
     Key(
         "log.level",
         "log_level",
@@ -397,6 +433,10 @@ class Settings:
     mirror_compress: bool = _default("mirror_compress")
     retention_interval: float = _default("retention_interval")
     log_level: str = _default("log_level")
+    #: "HOST:PORT" (``[::1]:8787`` for IPv6) or None: no HTTP listener.
+    http_listen: str | None = _default("http_listen")
+    http_token_file: Path | None = _default("http_token_file")
+    http_allow_remote: bool = _default("http_allow_remote")
     stale_after: float = _default("stale_after")
     types: dict[str, TypeConfig] = field(default_factory=dict)
     #: Incoming (normalized) type -> the type it is stored as.
@@ -433,7 +473,27 @@ class Settings:
                 raise error
             report(error)
             drop()
+        self._validate_http()
         return self
+
+    def _validate_http(self) -> None:
+        """Loopback only, unless ``http.allow_remote``; and then a token is required."""
+        if self.http_listen is None:
+            return
+        host, _port = split_listen(self.http_listen)
+        if is_loopback(host):
+            return
+        label = KEYS_BY_ATTR["http_listen"].label(self.sources.get("http_listen", "default"))
+        if not self.http_allow_remote:
+            raise ConfigError(
+                f"{label}: {host} is not a loopback address (127.0.0.1, [::1], localhost); other machines "
+                "could reach it. To listen there anyway, set allow_remote = true and token_file in [http]"
+            )
+        if self.http_token_file is None:
+            raise ConfigError(
+                f"{label}: listening on {host} (allow_remote) requires a token: set http.token_file "
+                "(HOOKD_HTTP_TOKEN_FILE, --http-token-file) to a file of mode 0600 holding it"
+            )
 
     def _type_errors(self) -> Iterator[tuple[ConfigError, Callable[[], None]]]:
         """Each broken per-type rule, and how to leave it out."""

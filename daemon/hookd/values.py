@@ -7,6 +7,7 @@ formatters write a value back the way the configuration file spells it (``hookd 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -114,6 +115,53 @@ def parse_path(value: Any) -> Path:
     if isinstance(value, str | Path) and str(value):
         return Path(value).expanduser().absolute()
     raise ValueError(f"expected a path, got {value!r}")
+
+
+def optional_path(value: Any) -> Path | None:
+    """A path, or ``""`` for none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_path(value)
+
+
+_OFF = ("off", "none", "no", "false", "0")
+_HOSTPORT = re.compile(r"^\s*(?:\[([0-9A-Fa-f:.]+)\]|([^:\s\[\]]+)):(\d{1,5})\s*$")
+
+
+def parse_listen(value: Any) -> str | None:
+    """``HOST:PORT`` for the HTTP listener, or ``"off"`` (None). HOST is an IP address
+    (IPv6 in brackets: ``[::1]:8787``) or ``localhost`` (127.0.0.1: one address, so that the
+    URL in a hook's settings and the listening socket cannot disagree). Port 0 takes a free
+    port (tests; ``hookd status`` shows which). Returned as ``127.0.0.1:8787`` / ``[::1]:8787``."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _OFF + ("",)):
+        return None
+    m = _HOSTPORT.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8787 or [::1]:8787, or off, got {value!r}")
+    host, port = m.group(1) or m.group(2), int(m.group(3))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0..65535)")
+    if host.lower() == "localhost":
+        host = "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (or localhost): write the address to listen on") from None
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``"[::1]:8787"`` -> ``("::1", 8787)``; the value as ``parse_listen`` returns it."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8 and ::1 (IPv4-mapped loopback too)."""
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def parse_ms(value: Any) -> float:

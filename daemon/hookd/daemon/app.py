@@ -50,6 +50,7 @@ from hookd.daemon import checks, retention_schedule, sdnotify
 from hookd.daemon.control import Control
 from hookd.daemon.control_listener import ControlListener
 from hookd.daemon.flow import FlowControl
+from hookd.daemon.http_listener import HttpListener
 from hookd.daemon.ingest import Ingest
 from hookd.daemon.limits import raise_fd_limit
 from hookd.daemon.listener import Listener
@@ -171,6 +172,7 @@ class Daemon:
     server: Server
     control_listener: ControlListener
     retention: retention_schedule.RetentionSchedule
+    http: HttpListener | None  # the HTTP listener, when configured (http.listen) or passed by systemd
 
 
 @dataclass
@@ -224,6 +226,9 @@ async def _start(settings: Settings, stack: contextlib.AsyncExitStack) -> Daemon
         listener = Listener.claim(paths.socket, paths.lock)  # bound in _open, once the writer is ready
     stack.callback(listener.release)
     stack.callback(os.close, _own_database(paths.db, listener.path))
+    http = HttpListener.open(settings, fds)  # None unless configured or passed by systemd
+    if http is not None:
+        stack.callback(http.release)
     _warn_if_clients_look_elsewhere(listener, settings)
     raise_fd_limit()  # a descriptor per connection: thousands of hooks at once
     link = WriterLink(settings)
@@ -238,7 +243,7 @@ async def _start(settings: Settings, stack: contextlib.AsyncExitStack) -> Daemon
         return None
     _log_replayed(settings, link.replayed, db_existed)
     link.send_views(view_columns(settings))
-    d = _assemble(settings, listener, notifier, stop, link)
+    d = _assemble(settings, listener, notifier, stop, link, http)
     stack.push_async_callback(d.control_listener.stop)
     stack.callback(d.control.close)
     return d
@@ -353,7 +358,12 @@ async def _close_writer(link: WriterLink) -> None:
 
 
 def _assemble(
-    settings: Settings, listener: Listener, notifier: sdnotify.Notifier, stop: asyncio.Event, link: WriterLink
+    settings: Settings,
+    listener: Listener,
+    notifier: sdnotify.Notifier,
+    stop: asyncio.Event,
+    link: WriterLink,
+    http: HttpListener | None,
 ) -> Daemon:
     """Make the parts and subscribe them to each other: here, and nowhere else.
 
@@ -375,8 +385,23 @@ def _assemble(
     ingest.on_commit.append(control.imports.committed)  # imports: progress, and read again
     flow.on_change.append(server.flow_changed)  # stop accepting while reading is paused
     control_listener = ControlListener(control_path(listener.path), control, uids)
+    if http is not None:  # the same uid rule and counts as the Unix sockets
+        http.attach(ingest, refused=uids.refused, accepted_uids=lambda: settings.accepted_uids)
+        control.http = http
     return Daemon(
-        settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener, retention
+        settings,
+        listener,
+        notifier,
+        stop,
+        link,
+        state,
+        flow,
+        ingest,
+        control,
+        server,
+        control_listener,
+        retention,
+        http,
     )
 
 
@@ -414,6 +439,8 @@ async def _open(d: Daemon, tg: asyncio.TaskGroup, tasks: Tasks) -> None:
         d.state.control_socket = str(d.control_listener.path)
     await asyncio.to_thread(d.listener.bind, d.settings.backlog)  # clients spooled until now
     await d.server.start()
+    if d.http is not None:
+        await d.http.start()
     origin = "" if d.listener.owned else " (from systemd)"
     paths = d.settings.paths
     log.info("ready: socket %s%s, database %s, mirror %s", d.listener.path, origin, paths.db, paths.mirror_dir)
@@ -436,7 +463,7 @@ async def _stop(d: Daemon, tasks: Tasks) -> int:
     1. no more from the spool, no more rate samples, systemd told we are stopping;
     2. followers told nothing more is coming, the control socket closed;
     3. no more retention runs;
-    4. the event socket: stop accepting, read what clients already sent (server.stop);
+    4. the HTTP port and the event socket: stop accepting, read what clients already sent;
     5. flush the last batch and wait for every commit (acks are written as they commit);
     6. close the connections kept open for those acks;
     7. no more WAL checkpoints; close the writer (it commits, checkpoints, exits) and read
@@ -453,9 +480,13 @@ async def _stop(d: Daemon, tasks: Tasks) -> int:
     d.control.close()
     await d.control_listener.stop()
     tasks.retention.cancel()
+    if d.http is not None:
+        await d.http.stop(d.settings.shutdown_grace)
     await d.server.stop(d.settings.shutdown_grace)
     await d.ingest.drain()
     d.server.close_all()
+    if d.http is not None:
+        d.http.close_all()
     d.control.close()  # control connections that came in while the event socket drained
     tasks.checkpointer.cancel()
     code = await d.link.close()

@@ -77,6 +77,8 @@ class Control:
         self.followers: dict[asyncio.Transport, Follower] = {}
         #: ``!import`` streams; app.py subscribes ``imports.committed`` to the commits.
         self.imports = Imports(settings, ingest)
+        #: The HTTP listener, when there is one (set by app): its ``status()`` is ``http``.
+        self.http: Any = None
         #: (monotonic time, committed) once a second: the rate over the last minute.
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=62)
 
@@ -173,6 +175,7 @@ class Control:
             "writer": {"state": s.writer_state, "since": s.writer_state_since},
             "followers": len(self.followers),
             "imports": self.imports.status(),
+            "http": self.http.status() if self.http is not None else None,
         }
 
     def _follow(self, transport: asyncio.Transport, params: dict[str, Any]) -> None:

@@ -94,6 +94,9 @@ class Ingest:
         self.keep_events = False
         #: The highest eid committed so far by this daemon (0: none yet).
         self.committed_eid = link.max_eid
+        #: While a caller sets a list here, each rejection's (reason, detail) is appended to it
+        #: as it happens: the HTTP listener answers a rejected event at once (400 and why).
+        self.capture: list[tuple[str, str]] | None = None
 
     @property
     def open_events(self) -> int:
@@ -235,6 +238,8 @@ class Ingest:
     # -- batching -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, line: bytes, now: float, peer: Peer, size: int | None = None) -> None:
         self.stats.rejected[reason] += 1
+        if self.capture is not None:
+            self.capture.append((reason, detail))
         self._rejects.append(rejected_row(now, reason, detail, line, peer, size))
         log.debug("rejected a line (%s): %s", reason, detail)
 

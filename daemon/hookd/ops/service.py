@@ -5,6 +5,11 @@ package as ``hookd/units/``); installing renders ``@HOOKD@`` as the absolute pat
 installation's ``hookd`` and writes both into ``$XDG_CONFIG_HOME/systemd/user/``. Where
 ``systemctl --user`` works (a user manager is running and its bus is reachable) the socket is
 enabled and started; elsewhere the exact commands are printed for the user to run.
+
+With ``http.listen`` set, a third unit, ``hookd-http.socket`` (template ``systemd/hookd-http.socket``),
+holds the HTTP port the same way, and hookd.service is rendered to want it and to allow exactly
+the address families that port needs (``AF_INET`` or ``AF_INET6``, and ``AF_NETLINK`` for the
+peer-uid lookup, daemon/hookd/daemon/peer_uid.py).
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from pathlib import Path
 from hookd.errors import HookdError
 
 UNITS = ("hookd.socket", "hookd.service")
+HTTP_UNIT = "hookd-http.socket"
 PLACEHOLDER = "@HOOKD@"
+LISTEN_PLACEHOLDER = "@LISTEN@"
+#: Lines of hookd.service that an HTTP port changes: (as shipped, as rendered with the port).
+_FAMILIES_LINE = "RestrictAddressFamilies=AF_UNIX"
+_AFTER_LINE = "After=hookd.socket"
 
 INSTALL_COMMANDS = (
     ("daemon-reload",),
@@ -64,9 +74,42 @@ def _exec_path(path: Path) -> str:
     return text
 
 
-def render(name: str, executable: Path) -> str:
+def render(name: str, executable: Path, http: str | None = None) -> str:
+    """A unit's text for this installation; ``http`` is ``http.listen`` (``127.0.0.1:8787``)."""
     template = resources.files("hookd").joinpath("units", name).read_text(encoding="utf-8")
-    return template.replace(PLACEHOLDER, _exec_path(executable))
+    text = template.replace(PLACEHOLDER, _exec_path(executable))
+    if name == HTTP_UNIT:
+        assert http is not None
+        return text.replace(LISTEN_PLACEHOLDER, http)
+    if name == "hookd.service" and http is not None:
+        family = "AF_INET6" if http.startswith("[") else "AF_INET"
+        text = _replace_line(text, _AFTER_LINE, f"{_AFTER_LINE} {HTTP_UNIT}\nWants={HTTP_UNIT}")
+        text = _replace_line(
+            text,
+            _FAMILIES_LINE,
+            f"# The HTTP port ({http}) and the kernel's socket table (whose uid owns a connection).\n"
+            f"{_FAMILIES_LINE} {family} AF_NETLINK",
+        )
+    return text
+
+
+def _replace_line(text: str, line: str, new: str) -> str:
+    lines = text.split("\n")
+    if lines.count(line) != 1:
+        raise HookdError(f"the hookd.service template no longer has the line {line!r} (a bug in hookd)")
+    lines[lines.index(line)] = new
+    return "\n".join(lines)
+
+
+def units(http: str | None) -> tuple[str, ...]:
+    """The units this installation renders."""
+    return (*UNITS, HTTP_UNIT) if http else UNITS
+
+
+def _install_commands(http: str | None) -> tuple[tuple[str, ...], ...]:
+    if not http:
+        return INSTALL_COMMANDS
+    return tuple((*c, HTTP_UNIT) if c[:2] == ("enable", "--now") else c for c in INSTALL_COMMANDS)
 
 
 def _warn_environment(out: Callable[[str], None]) -> None:
@@ -119,46 +162,67 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def install(*, dry_run: bool, out: Callable[[str], None] = print) -> None:
+def install(*, dry_run: bool, http: str | None = None, out: Callable[[str], None] = print) -> None:
+    """Write the units (with ``hookd-http.socket`` when ``http`` is http.listen) and start them."""
     directory = unit_dir()
     exe = hookd_executable()
-    texts = {name: render(name, exe) for name in UNITS}
+    if http is not None and http.endswith(":0"):
+        raise HookdError(f"http.listen is {http}: under systemd the port must be fixed (hooks' URLs name it)")
+    texts = {name: render(name, exe, http) for name in units(http)}
+    commands = _install_commands(http)
+    stale = directory / HTTP_UNIT if not http and (directory / HTTP_UNIT).exists() else None
     if dry_run:
         for name, text in texts.items():
             out(f"would write {directory / name}:")
             out("\n".join(f"    {line}".rstrip() for line in text.splitlines()))
+        if stale is not None:
+            out(f"would stop and remove {stale} (http.listen is not set)")
         out("would run:")
-        for args in INSTALL_COMMANDS:
+        for args in commands:
             out(f"  {_show(args)}")
         _warn_environment(out)
         return
+    path, why = systemctl()
+    if stale is not None:
+        _remove_http_unit(stale, path, out)
     for name, text in texts.items():
         _write(directory / name, text)
         out(f"wrote {directory / name}")
     out(f"  ExecStart={_exec_path(exe)} run")
     _warn_environment(out)
-    path, why = systemctl()
     if path is None:
         out(f"{why}.")
         out("The units are written; to start hookd, run these in your login session:")
-        for args in INSTALL_COMMANDS[:2]:
+        for args in commands[:2]:
             out(f"  {_show(args)}")
         return
-    for args in INSTALL_COMMANDS:
+    for args in commands:
         _run(path, args, out)
-    out("hookd.socket is listening; hookd.service starts with the first event and after every login.")
+    listening = "hookd.socket and hookd-http.socket are" if http else "hookd.socket is"
+    out(f"{listening} listening; hookd.service starts with the first event and after every login.")
     out("Look at it with: systemctl --user status hookd.socket hookd.service; journalctl --user -u hookd")
+
+
+def _remove_http_unit(unit: Path, path: str | None, out: Callable[[str], None]) -> None:
+    """An HTTP port installed before, no longer configured: stop it, remove its unit."""
+    if path is not None:
+        _run(path, ("disable", "--now", HTTP_UNIT), out)
+    unit.unlink()
+    out(f"removed {unit} (http.listen is not set)")
 
 
 def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> None:
     directory = unit_dir()
-    present = [directory / name for name in UNITS if (directory / name).exists()]
+    present = [directory / name for name in (*UNITS, HTTP_UNIT) if (directory / name).exists()]
     if not present:
         out(f"hookd's units are not in {directory}; nothing to do")
         return
+    stop = UNINSTALL_STOP
+    if (directory / HTTP_UNIT).exists():
+        stop = ((*UNINSTALL_STOP[0][:3], HTTP_UNIT, *UNINSTALL_STOP[0][3:]),)
     if dry_run:
         out("would run:")
-        for args in UNINSTALL_STOP:
+        for args in stop:
             out(f"  {_show(args)}")
         for p in present:
             out(f"would remove {p}")
@@ -167,7 +231,7 @@ def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> None:
         return
     path, why = systemctl()
     if path is not None:
-        for args in UNINSTALL_STOP:
+        for args in stop:
             _run(path, args, out)
     for p in present:
         p.unlink()
@@ -175,7 +239,7 @@ def uninstall(*, dry_run: bool, out: Callable[[str], None] = print) -> None:
     if path is None:
         out(f"{why}.")
         out("If hookd's units are loaded in a user manager, stop them and reload it in your login session:")
-        for args in (*UNINSTALL_STOP, *UNINSTALL_AFTER):
+        for args in (*stop, *UNINSTALL_AFTER):
             out(f"  {_show(args)}")
         return
     for args in UNINSTALL_AFTER:

@@ -201,6 +201,10 @@ def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
     return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
 
 
+def _reasons(counts: dict[str, int]) -> str:
+    return "; " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) if counts else ""
+
+
 def _uptime(seconds: float) -> str:
     h, rem = divmod(int(seconds), 3600)
     m, s = divmod(rem, 60)
@@ -238,6 +242,8 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         )
         w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
         w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
+        if d.get("http"):  # e.g. "http: http://127.0.0.1:8787/v1/events, 120 requests; not_found 2, refused_uid 1"
+            w(f"http: {d['http']['url']}, {d['http']['requests']:,} requests{_reasons(d['http']['by_reason'])}\n")
     w(f"total: {st['committed']:,} committed, {st['rejected']:,} rejected, {st['duplicates']:,} duplicates")
     if st.get("truncated"):
         w(f", {st['truncated']:,} cut to fit the line limit")
