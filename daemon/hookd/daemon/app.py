@@ -387,22 +387,10 @@ def _assemble(
     control_listener = ControlListener(control_path(listener.path), control, uids)
     if http is not None:  # the same uid rule and counts as the Unix sockets
         http.attach(ingest, refused=uids.refused, accepted_uids=lambda: settings.accepted_uids)
+        flow.on_change.append(http.flow_changed)  # pause its connections' reading too
         control.http = http
-    return Daemon(
-        settings,
-        listener,
-        notifier,
-        stop,
-        link,
-        state,
-        flow,
-        ingest,
-        control,
-        server,
-        control_listener,
-        retention,
-        http,
-    )
+    parts = (settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener)
+    return Daemon(*parts, retention, http)
 
 
 # -- run -----------------------------------------------------------------------------------------

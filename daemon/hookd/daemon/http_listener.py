@@ -197,7 +197,6 @@ class HttpListener:
         self.flow = ingest.flow
         self._refused = refused
         self._accepted_uids = accepted_uids
-        self.flow.listeners.append(self._flow_changed)
 
     @property
     def max_line(self) -> int:
@@ -257,7 +256,7 @@ class HttpListener:
         if reason:
             self.by_reason[reason] += 1
 
-    def _flow_changed(self, paused: bool) -> None:
+    def flow_changed(self, paused: bool) -> None:
         for proto in list(self.connections):
             proto.update_reading()
 
