@@ -26,13 +26,13 @@ import pytest
 import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
-from hookd import cli, config, framing, oversize, wal, wire
+from hookd import cli, config, framing, oversize, spool, wal, wire
 from hookd.daemon import control_protocol, http_listener, http_protocol, limits, retention_schedule, sdnotify
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
 from hookd.paths import Paths
 from hookd.settings import Settings
-from hookd.writer import mirror
+from hookd.writer import mirror, schema
 from hookd.writer import writer as writer_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,7 @@ UNITS = {
     "seconds": 1,
     "minute": 60,
     "minutes": 60,
+    "hour": 3600,
     "d": 86400,
     "day": 86400,
     "days": 86400,
@@ -195,6 +196,18 @@ FIGURES = [
     Figure("docs/configuration.md", r"`hookd-emit --wait` waits for the acknowledgement \(default (\d+)\)", SHELL_WAIT),
     Figure("docs/protocol.md", r"An event over ([\d,]+) characters goes straight to the spool", SHELL_SPOOL_CHARS),
     Figure("docs/protocol.md", r"exits (\d+), never 2", SHELL_MISUSE_EXIT),
+    # the spool's cap, and what bounds the daemon's own growth
+    Figure("docs/protocol.md", r"`HOOKD_SPOOL_MAX` \((\d+ MiB) by default", DEFAULTS["spool_max_size"]),
+    Figure("docs/protocol.md", r"`HOOKD_SPOOL_MAX` \((\d+ MiB) by default", hookd_client.DEFAULT_SPOOL_MAX),
+    Figure("docs/reliability.md", r"`HOOKD_SPOOL_MAX` \((\d+ MiB) by default", DEFAULTS["spool_max_size"]),
+    Figure("docs/configuration.md", r"The default, (\d+ MiB), holds", DEFAULTS["spool_max_size"]),
+    Figure("docs/protocol.md", r"its length in bytes × (\d+) \(a byte per", spool.USAGE_UNIT),
+    Figure("docs/reliability.md", r"to within one (\d+ KiB) block", spool.USAGE_UNIT),
+    Figure("docs/protocol.md", r"`dropped.log` is read (a second) after the rename", spool.LOG_SETTLE),
+    Figure("docs/reliability.md", r"deleted by the daemon (one hour) later", spool.STALE_TEMP),
+    Figure("docs/configuration.md", r"for (a day) after the last one", status_command.DROPPED_RECENT),
+    Figure("docs/protocol.md", r"`rejected` keeps the latest ([\d,]+) rows", schema.REJECTED_KEPT),
+    Figure("docs/reliability.md", r"the latest ([\d,]+) rows \(at most", schema.REJECTED_KEPT),
     Figure("docs/integrations.md", r"`files` lists at most (\d+) names", githooks.MAX_FILES),
     Figure("docs/operations.md", r"the last N events \(default (\d+)", TAIL_LINES),
     # Claude Code's hooks and what hookd status says of them

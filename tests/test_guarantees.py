@@ -238,7 +238,8 @@ def test_fifty_processes_spool_while_the_daemon_drains(home: Path) -> None:
     assert d.query(
         "SELECT count(*), count(DISTINCT json_extract(data,'$.k') || '-' || json_extract(data,'$.i')) FROM events"
     ) == [(10_000, 10_000)]
-    assert not list((home / "spool").iterdir()), "no temporary files left behind either"
+    left = [p.name for p in (home / "spool").iterdir()]
+    assert left in ([], ["usage"]), "no temporary files left behind either (usage: the spool's size, kept)"
 
 
 @pytest.mark.slow

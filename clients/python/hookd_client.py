@@ -18,6 +18,11 @@ event's ``eid`` once it is committed to SQLite and written to the mirror (an int
 ``DaemonUnavailable`` or ``EventRejected`` (both ``HookdClientError``) otherwise. It does not
 spool.
 
+The spool is capped (``HOOKD_SPOOL_MAX``, 256 MiB by default): past the cap an event is dropped,
+``emit`` returns False, and the drop is counted in the spool directory, where the daemon reads
+it and ``hookd status`` reports it. Checking the cap costs one ``stat`` of the spool's ``usage``
+file, never a listing of the directory.
+
 Paths, like the daemon's: the socket is ``HOOKD_SOCKET``, else ``$HOOKD_HOME/hookd.sock``, else
 ``$XDG_RUNTIME_DIR/hookd/hookd.sock``, else ``/tmp/hookd-$UID/hookd.sock``; the spool is
 ``HOOKD_SPOOL_DIR``, else ``$HOOKD_HOME/spool``, else ``$XDG_STATE_HOME/hookd/spool``
@@ -27,9 +32,11 @@ Paths, like the daemon's: the socket is ``HOOKD_SOCKET``, else ``$HOOKD_HOME/hoo
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import json
 import os
+import re
 import socket
 import time
 from typing import Any
@@ -41,6 +48,7 @@ __all__ = [
     "dropped",
     "spooled",
     "Committed",
+    "spool_max",
     "HookdClientError",
     "DaemonUnavailable",
     "EventRejected",
@@ -50,6 +58,13 @@ __all__ = [
 DEFAULT_WAIT = 5.0
 # A send that cannot finish at once (a very large event) may wait this long before spooling.
 _SEND_TIMEOUT = 1.0
+#: The spool's cap when ``HOOKD_SPOOL_MAX`` is unset or not understood, in bytes.
+DEFAULT_SPOOL_MAX = 256 << 20
+# One byte of the spool's ``usage`` file stands for this many bytes of spool (a disk block).
+_USAGE_UNIT = 4096
+# Tries at the drop counter's lock before counting in the lock-free log instead.
+_LOCK_TRIES = 8
+_SIZE = re.compile(r"(\d+)(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE)
 
 _dropped = 0
 _spooled = 0
@@ -117,7 +132,8 @@ def spool_dir() -> str:
 
 
 def dropped() -> int:
-    """Events this process could neither hand to the daemon nor spool."""
+    """Events this process could neither hand to the daemon nor spool: the spool was full
+    (these are also counted in the spool directory, for ``hookd status``) or not writable."""
     return _dropped
 
 
@@ -160,6 +176,110 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def spool_max() -> int | None:
+    """The spool's cap in bytes from ``HOOKD_SPOOL_MAX`` (None: ``unlimited``). It takes a
+    number of bytes, optionally with K, M or G (KiB, MiB, GiB: powers of 1024), e.g. ``64KiB``;
+    a value it cannot read means the default, 256 MiB."""
+    return _parse_max(os.environ.get("HOOKD_SPOOL_MAX", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_max(text: str) -> int | None:
+    if text.strip().lower() == "unlimited":
+        return None
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        return DEFAULT_SPOOL_MAX
+    return int(m.group(1)) << {None: 0, "k": 10, "m": 20, "g": 30}[m.group(2) and m.group(2).lower()]
+
+
+def _full(directory: str, size: int) -> bool:
+    """Whether ``size`` more bytes would take the spool past its cap: one stat of ``usage``."""
+    cap = spool_max()
+    if cap is None:
+        return False
+    try:
+        used = os.stat(os.path.join(directory, "usage")).st_size * _USAGE_UNIT
+    except OSError:
+        used = 0
+    return used + size > cap
+
+
+def _charge(directory: str, units: int) -> None:
+    """Add ``units`` to the spool's ``usage`` (appended: a shell client can do the same)."""
+    if units <= 0:
+        return
+    try:
+        fd = os.open(os.path.join(directory, "usage"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"+" * units)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the event is spooled; the daemon measures the spool anew when it reads it
+
+
+def _drop(directory: str) -> bool:
+    """Past the cap: count the event where the daemon reads it (never silent), return False."""
+    global _dropped
+    _dropped += 1
+    now = time.time_ns()
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not _count_drop(os.path.join(directory, "dropped"), now):
+            _log_drop(os.path.join(directory, "dropped.log"), now)
+    except Exception:
+        pass
+    return False
+
+
+def _count_drop(path: str, now: int) -> bool:
+    """Add one to ``dropped``: ``<count> <first_ns> <last_ns>`` rewritten in place under an
+    exclusive flock, so the file never grows. False when the lock stays busy (or the record is
+    unreadable): the caller counts in the log instead. The daemon takes the file by renaming
+    it, as it takes ``append.spool``: an update then goes to the new file."""
+    for _ in range(_LOCK_TRIES):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    continue  # taken by the daemon between our open and our lock
+            except (BlockingIOError, FileNotFoundError):
+                os.sched_yield()  # another client's update: microseconds
+                continue
+            fields = os.pread(fd, 128, 0).split()
+            if not fields:
+                count, first = 0, now
+            elif len(fields) == 3 and all(f.isdigit() for f in fields):
+                count, first = int(fields[0]), int(fields[1])
+            else:
+                return False
+            os.pwrite(fd, b"%020d %020d %020d\n" % (count + 1, first, now), 0)
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
+def _log_drop(path: str, now: int) -> None:
+    """Count one drop in ``dropped.log``, which only grows by appends: ``<epoch s>.``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        for _ in range(_LOCK_TRIES):  # shared, like append.spool: the daemon waits for it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except (BlockingIOError, FileNotFoundError):
+                pass
+            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.write(fd, b"%d." % (now // 1_000_000_000))
+    finally:
+        os.close(fd)
+
+
 def _spool(payload: bytes) -> bool:
     """Append one event to the shared spool file, as one ``<time_ns>\\t<json>`` record.
 
@@ -168,11 +288,13 @@ def _spool(payload: bytes) -> bool:
     therefore never written into a file the daemon has read. If the file is being taken over
     (locked, or renamed under us), append to the new one. See the daemon's spool.py.
     """
-    global _spooled, _dropped
+    global _spooled
     try:
         directory = spool_dir()
         path = os.path.join(directory, "append.spool")
         record = b"%d\t" % time.time_ns() + payload
+        if _full(directory, len(record)):
+            return _drop(directory)
         for _ in range(8):
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -189,6 +311,10 @@ def _spool(payload: bytes) -> bool:
                 view = memoryview(record)
                 while view:
                     view = view[os.write(fd, view) :]
+                # O_APPEND left the offset at the end of our record: charge the 4 KiB
+                # boundaries it crossed, so the charges add up to the file's size.
+                end = os.lseek(fd, 0, os.SEEK_CUR)
+                _charge(directory, end // _USAGE_UNIT - (end - len(record)) // _USAGE_UNIT)
                 _spooled += 1
                 return True
             finally:
@@ -217,6 +343,7 @@ def _spool_file(payload: bytes) -> bool:
         finally:
             os.close(fd)
         os.rename(tmp, os.path.join(directory, name))
+        _charge(directory, -(-len(payload) // _USAGE_UNIT))
         _spooled += 1
         return True
     except Exception:
@@ -228,7 +355,8 @@ def emit(type: str, data: dict[str, Any] | None = None, /, *, wait: bool | float
     """Send one event of ``type``; ``data`` and keyword ``fields`` become its JSON object.
 
     Fire-and-forget (default): returns True once the event is handed to the daemon or spooled,
-    False only if even the spool could not be written. Never raises.
+    False if it was dropped: the spool was full (``HOOKD_SPOOL_MAX``; the drop is counted for
+    ``hookd status``) or could not be written. Never raises.
 
     ``wait=True`` or ``wait=SECONDS``: returns the event's eid (an int: a ``Committed``,
     whose ``truncated`` lists the values the daemon cut to fit its line limit) once it is

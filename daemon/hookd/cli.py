@@ -23,6 +23,7 @@ from hookd.errors import EXIT_MEANINGS, ConfigError, Exit, HookdError, UsageErro
 from hookd.framing import normalize_type
 from hookd.paths import PATH_RULES, check_socket_path
 from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings
+from hookd.values import format_size
 
 log = logging.getLogger("hookd")
 
@@ -501,6 +502,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     os.environ["HOOKD_SOCKET"] = str(checked_socket(settings))
     os.environ["HOOKD_SPOOL_DIR"] = str(settings.paths.spool_dir)
+    os.environ["HOOKD_SPOOL_MAX"] = format_size(settings.spool_max_size)  # "unlimited" for None
     if args.wait:
         try:
             committed = hookd_client.emit(args.type, fields, wait=True)
@@ -514,7 +516,11 @@ def cmd_emit(args: argparse.Namespace) -> int:
         return 0
     before = hookd_client.spooled()
     if not hookd_client.emit(args.type, fields):
-        print(f"hookd: the event could not be sent nor spooled to {hookd_client.spool_dir()}", file=sys.stderr)
+        print(
+            f"hookd: the event could not be sent, and the spool {hookd_client.spool_dir()} is full (spool.max_size "
+            f"{format_size(settings.spool_max_size)}; the drop is counted) or not writable",
+            file=sys.stderr,
+        )
         return 1
     if hookd_client.spooled() > before:
         print(

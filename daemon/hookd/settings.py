@@ -39,6 +39,7 @@ from hookd.values import (
     parse_uids,
     size_limit,
     split_listen,
+    spool_limit,
 )
 
 SYNCHRONOUS_LEVELS: Final = ("off", "normal", "full")
@@ -131,7 +132,7 @@ class Key:
         """``value`` as the configuration file spells it (durations and sizes as text)."""
         if self.parse in (parse_duration, age_limit):
             return format_duration(value)
-        if self.parse in (parse_size, size_limit):
+        if self.parse in (parse_size, size_limit, spool_limit):
             return format_size(value)
         if self.parse is parse_listen:
             return value or "off"
@@ -263,6 +264,17 @@ KEYS: Final[tuple[Key, ...]] = (
         1.0,
         "how often the spool directory is read",
         Range(0.05, 3600, "50ms..1h"),
+        live=True,
+    ),
+    # Read by the clients (HOOKD_SPOOL_MAX in their environment), not by the daemon, which only
+    # reports the spool against it: ``hookd status``, and ``hookd emit`` passes it on.
+    Key(
+        "spool.max_size",
+        "spool_max_size",
+        spool_limit,
+        256 << 20,
+        "clients drop (and count) events that would take the spool past this size",
+        env="HOOKD_SPOOL_MAX",
         live=True,
     ),
     Key(
@@ -417,6 +429,7 @@ class Settings:
     checkpoint_interval: float = wal.INTERVAL
     spool_interval: float = _default("spool_interval")
     idle_timeout: float = _default("idle_timeout")
+    spool_max_size: int | None = _default("spool_max_size")
     allowed_uids: tuple[int, ...] = _default("allowed_uids")
 
     @property

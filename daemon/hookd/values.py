@@ -65,6 +65,27 @@ def size_limit(value: Any) -> int | None:
     return parse_size(value, unlimited=True)
 
 
+#: What the clients read in ``HOOKD_SPOOL_MAX``, and so all ``spool_limit`` takes: whole bytes,
+#: optionally with K, M or G (KiB, MiB, GiB), no spaces. A shell has no decimals.
+_CLIENT_SIZE = re.compile(r"(\d+)(?:([kmg])(?:i?b)?|b)?", re.IGNORECASE)
+
+
+def spool_limit(value: Any) -> int | None:
+    """The spool's cap: a size as the clients read it (``64KiB``, ``256MiB``, ``1G``, bytes),
+    or ``"unlimited"`` (None). Stricter than ``parse_size``: a value the clients would not
+    understand (``1.5GiB``, ``2 GiB``) is refused here, rather than silently read as the
+    default by every hook."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        if value.lower() == "unlimited":
+            return None
+        m = _CLIENT_SIZE.fullmatch(value)
+        if m:
+            return int(m.group(1)) << {None: 0, "k": 10, "m": 20, "g": 30}[m.group(2) and m.group(2).lower()]
+    raise ValueError(f'expected a size such as 64KiB, 256MiB or 1GiB (whole numbers) or "unlimited", got {value!r}')
+
+
 def parse_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value

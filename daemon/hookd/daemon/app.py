@@ -88,7 +88,9 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
     """Feed spool files to the pipeline: at start, then every ``spool_interval`` seconds.
 
     Reading happens in a thread; nothing is read while the pipeline is full (backpressure
-    applies to the spool too), and each round is bounded in files and bytes.
+    applies to the spool too), and each round is bounded in files and bytes. Once everything
+    is read, the spool's ``usage`` is set to what is left (the clients' cap counts it) and the
+    clients' drop counters are collected (spool.upkeep).
     """
     directory = settings.paths.spool_dir
     while True:
@@ -104,6 +106,10 @@ async def drain_spool(settings: Settings, ingest: Ingest, flow: FlowControl) -> 
                 log.info("read %d spooled file(s) from %s", len(files), directory)
                 ingest.flush()
                 continue  # there may be more: go again once the loop has breathed
+            # All read: measuring is cheap now (the spool is nearly empty), and drop counts can
+            # go with the next batch.
+            for drops in await asyncio.to_thread(spool.upkeep, directory, set(ingest.spool_inflight)):
+                ingest.dropped(drops)
         await asyncio.sleep(settings.spool_interval)
 
 

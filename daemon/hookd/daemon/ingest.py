@@ -26,6 +26,7 @@ from hookd.framing import EidClock, Framer, Peer, Rejection
 from hookd.oversize import Cut, TooLong, limits
 from hookd.records import CLIENT_ID, EID, REJECTED_REASON
 from hookd.settings import Settings
+from hookd.spool import DROPPED_COUNTER, Drops
 from hookd.writer_client import rejected_row
 
 log = logging.getLogger("hookd.pipeline")
@@ -84,6 +85,7 @@ class Ingest:
         self._counts: Counter[str] = Counter()  # connection counters for the next batch
         self._truncated = 0  # events of the open batch stored cut to fit
         self._cut_bytes = 0  # and their bytes
+        self._drops: dict[str, int] = {}  # clients' drop counts (spool.dropped*) for the next batch
         self._timer: asyncio.TimerHandle | None = None
         self._urgent: asyncio.Handle | None = None
         self._loop = asyncio.get_running_loop()
@@ -235,6 +237,28 @@ class Ingest:
         self.stats.spooled += self.stats.received - before
         self._schedule()
 
+    def dropped(self, drops: Drops) -> None:
+        """Events clients dropped while the spool was full (spool.upkeep). The count goes into
+        ``counters`` with the next batch, and so does the counter file's name, like a spool
+        file's: recorded with it, deleted after the commit, so each drop is counted once."""
+        if drops.events:
+            self.stats.dropped += drops.events
+            c = self._drops
+            c[DROPPED_COUNTER] = c.get(DROPPED_COUNTER, 0) + drops.events
+            if drops.first is not None and drops.last is not None:
+                # ``.first`` keeps the lowest value, ``.last`` the highest (the writer's rule).
+                c[DROPPED_COUNTER + ".first"] = min(c.get(DROPPED_COUNTER + ".first", 1 << 62), int(drops.first))
+                c[DROPPED_COUNTER + ".last"] = max(c.get(DROPPED_COUNTER + ".last", 0), int(drops.last))
+            log.warning(
+                "clients dropped %d event(s) while the spool was full (HOOKD_SPOOL_MAX), %s to %s",
+                drops.events,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(drops.first or time.time())),
+                time.strftime("%H:%M:%S", time.localtime(drops.last or time.time())),
+            )
+        self.spool_inflight.add(drops.name)
+        self._spool_names.append(drops.name)
+        self._schedule()
+
     # -- batching -------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str, line: bytes, now: float, peer: Peer, size: int | None = None) -> None:
         self.stats.rejected[reason] += 1
@@ -274,6 +298,8 @@ class Ingest:
         )
         self._imports = []
         counts = {f"connections.{k}": v for k, v in self._counts.items()}
+        counts.update(self._drops)
+        self._drops = {}
         with_id, rejects = self._with_id, self._rejects
         self._counts.clear()
         if self._truncated:

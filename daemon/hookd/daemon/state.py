@@ -34,6 +34,8 @@ class DaemonState:
     acked: int = 0  # acknowledgements sent
     rejected: Counter[str] = field(default_factory=Counter)
     batches: int = 0
+    #: events clients dropped while the spool was full, collected from their counters
+    dropped: int = 0
 
     # -- the writer process (ingest.py, retention_schedule.py) ----------------------------------
     #: events deleted by retention, by rule ("age", "size")

@@ -6,6 +6,7 @@ import contextlib
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 from hookd import spool
@@ -23,6 +24,9 @@ FUTURE_SLACK: Final = 60.0
 LOST_WINDOW = 7 * 86400
 #: At most this many sessions are listed by name (all are counted).
 LOST_SESSIONS_SHOWN = 10
+#: ``hookd status --check`` reports events dropped while the spool was full for this long
+#: after the last one (a day).
+DROPPED_RECENT = 86400
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -47,6 +51,9 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "connections_closed": {},
         "retention_deleted": 0,
         "spool_waiting": spool.waiting(paths.spool_dir),
+        "spool_bytes": spool.usage(paths.spool_dir),
+        "spool_max_size": settings.spool_max_size,
+        "spool_dropped": None,
         "db_bytes": None,
         "types": {},
         "lost_tool_calls": None,
@@ -57,6 +64,9 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
             out.update(_totals(conn))
             seen = _types_seen(conn, now)
             out["lost_tool_calls"] = lost_tool_calls(conn, now - LOST_WINDOW)
+            out["spool_dropped"] = spool_dropped(conn, paths.spool_dir)
+    else:
+        out["spool_dropped"] = spool_dropped(None, paths.spool_dir)
     types = _type_states(settings, seen, now)
     out["types"] = types
     out["summary"] = {
@@ -66,9 +76,29 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
     return out
 
 
+def spool_dropped(conn: sqlite3.Connection | None, directory: Path) -> dict[str, Any] | None:
+    """Events clients dropped while the spool was full: the totals the daemon has recorded
+    (``counters``) plus the counters still waiting in the spool, which the daemon collects
+    once it has read the spool. ``{"events", "first", "last"}`` (epoch seconds), or None."""
+    recorded: dict[str, int] = {}
+    done: set[str] = set()
+    if conn is not None:
+        name = spool.DROPPED_COUNTER
+        recorded = dict(conn.execute("SELECT name, value FROM counters WHERE name LIKE ? || '%'", (name,)))
+        done = {n for (n,) in conn.execute("SELECT name FROM spool_done")}
+    waiting = spool.pending_drops(directory, done)
+    events = recorded.get(spool.DROPPED_COUNTER, 0) + sum(d.events for d in waiting)
+    if not events:
+        return None
+    firsts = [t for t in (recorded.get(spool.DROPPED_COUNTER + ".first"), *(d.first for d in waiting)) if t]
+    lasts = [t for t in (recorded.get(spool.DROPPED_COUNTER + ".last"), *(d.last for d in waiting)) if t]
+    return {"events": events, "first": min(firsts, default=None), "last": max(lasts, default=None)}
+
+
 def problems(st: dict[str, Any], now: float) -> list[str]:
     """One line per thing a monitor should hear about (``hookd status --check``): an expected
-    type that is never seen, stale, or in the future, and a daemon that is needed but absent."""
+    type that is never seen, stale, or in the future; events dropped while the spool was full
+    (for a day after the last one); and a daemon that is needed but absent."""
     out = []
     for name, t in sorted(st["types"].items(), key=_problems_first):
         if not t["expected"] or t["state"] == "live":
@@ -85,11 +115,22 @@ def problems(st: dict[str, Any], now: float) -> list[str]:
                 f"{name}: its last ts is in the future ({local_time(t['last_ts'])}, {ago(now - t['last_ts'])}): "
                 "a client's clock or ts unit is wrong, and whether it is live cannot be told"
             )
+    dropped = st.get("spool_dropped")
+    if dropped and dropped["last"] and now - dropped["last"] < DROPPED_RECENT:
+        out.append(f"{_dropped_text(dropped)} (the last one {ago(now - dropped['last'])}): {_DROPPED_HELP}")
     if not st["running"] and st["spool_waiting"]:
         out.append(f"the daemon is not running and {st['spool_waiting']} spool file(s) wait in {st['spool_dir']}")
     elif st["running"] and st["daemon"] is None:
         out.append("the daemon holds its lock but did not answer within 3 s (flooded or stuck? see its log)")
     return out
+
+
+def _dropped_text(d: dict[str, Any]) -> str:
+    since = f", since {local_time(d['first'])}" if d["first"] else ""
+    return f"{d['events']:,} events dropped while the spool was full{since}"
+
+
+_DROPPED_HELP = "start the daemon (`hookd run`), or raise HOOKD_SPOOL_MAX where hooks run"
 
 
 def _problems_first(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
@@ -205,6 +246,12 @@ def _reasons(counts: dict[str, int]) -> str:
     return "; " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) if counts else ""
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    return f"{n / (1 << 20):,.1f} MiB" if n >= 1 << 20 else f"{n / 1024:,.0f} KiB"
+
+
 def _uptime(seconds: float) -> str:
     h, rem = divmod(int(seconds), 3600)
     m, s = divmod(rem, 60)
@@ -256,6 +303,9 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         if st["retention_deleted"]:
             parts.append(f"{st['retention_deleted']:,} events deleted by retention")
         w("also: " + ", ".join(parts) + "\n")
+    if st.get("spool_dropped"):
+        cap = st["spool_max_size"]
+        w(f"spool: {_dropped_text(st['spool_dropped'])} (cap {_size(cap)}; now {_size(st['spool_bytes'])})\n")
     _render_lost(st.get("lost_tool_calls"), w)
     types = st["types"]
     if not types:

@@ -439,9 +439,39 @@ def insert_rejected(db: sqlite3.Connection, rejects: Sequence[Sequence]) -> list
     return recorded
 
 
+#: Counters that are times, not counts: a name ending so keeps the lowest (the first time
+#: something happened) or the highest value given (the last), instead of adding them up.
+FIRST, LAST = ".first", ".last"
+_UPSERT = "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = "
+
+
+def merge_counter(name: str, old: int | None, new: int) -> int:
+    """Two values given for one counter, as ``bump_counters`` combines them."""
+    if old is None:
+        return new
+    if name.endswith(FIRST):
+        return min(old, new)
+    return max(old, new) if name.endswith(LAST) else old + new
+
+
 def bump_counters(db: sqlite3.Connection, counts: dict[str, int]) -> None:
-    db.executemany(
-        "INSERT INTO counters (name, value) VALUES (?, ?) "
-        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-        [(k, v) for k, v in counts.items() if v],
+    rows = [(k, v) for k, v in counts.items() if v]
+    db.executemany(_UPSERT + "value + excluded.value", [r for r in rows if not r[0].endswith((FIRST, LAST))])
+    db.executemany(_UPSERT + "min(value, excluded.value)", [r for r in rows if r[0].endswith(FIRST)])
+    db.executemany(_UPSERT + "max(value, excluded.value)", [r for r in rows if r[0].endswith(LAST)])
+
+
+#: Rows ``rejected`` keeps: the latest; older ones are deleted as new ones come. The totals per
+#: reason stay in ``counters`` (``rejected.<reason>``). A row is at most about 3 KB (a 256-byte
+#: preview, escaped, and a 500-character detail), so the table stays under about 30 MB
+#: whatever a flood of bad lines sends; typical rows are a few hundred bytes.
+REJECTED_KEPT = 10_000
+
+
+def trim_rejected(db: sqlite3.Connection) -> None:
+    """Keep the latest ``REJECTED_KEPT`` rows of ``rejected``: one range delete on the primary
+    key (rids only grow while the newest row stays), so it costs what it deletes."""
+    db.execute(
+        "DELETE FROM rejected WHERE rid <= (SELECT max(rid) FROM rejected) - ?",
+        (REJECTED_KEPT,),
     )

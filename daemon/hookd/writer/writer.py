@@ -299,6 +299,7 @@ class Writer:
             # Counted as recorded: a re-imported file's rejected lines add nothing, counters neither.
             for r in schema.insert_rejected(db, batch.rejects):
                 txn.count("rejected." + r[REJECTED_REASON], 1)
+            txn.rejected = True
         if batch.spool_names:
             db.executemany("INSERT OR IGNORE INTO spool_done (name) VALUES (?)", [(n,) for n in batch.spool_names])
             txn.spooled.extend(batch.spool_names)
@@ -318,6 +319,8 @@ class Writer:
                 db.execute(schema.TYPES_FROM_RANGE, (txn.lo, txn.hi))
             self._new_views()
         schema.bump_counters(db, txn.counts)
+        if txn.rejected:
+            schema.trim_rejected(db)  # a flood of bad lines must not fill the disk
 
     def _write_mirror(self, lines: list[bytes], early: Future[None] | None) -> None:
         """The mirror before the commit, so it always holds at least what SQLite holds."""
@@ -425,13 +428,14 @@ class _Transaction:
         self.mirror: list[bytes] = []  # lines to mirror (unless written early)
         self.spooled: list[str] = []
         self.counts: dict[str, int] = {}
+        self.rejected = False  # rows were added to ``rejected``
         #: The batches' own per-type counts; None once one lacks them or had duplicates.
         self.types: list[tuple[str, int, float, float]] | None = []
         self.lo: int | None = None  # eid range of the rows
         self.hi: int | None = None
 
     def count(self, name: str, n: int) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
+        self.counts[name] = schema.merge_counter(name, self.counts.get(name), n)
 
     def span(self, first: int, last: int) -> None:
         self.lo = first if self.lo is None else min(self.lo, first)
