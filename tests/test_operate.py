@@ -249,6 +249,9 @@ class Follower:
             env=clean_env(home),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # Ctrl-C as at a terminal: a test run started in the background (`cmd &` in a
+            # script) hands its children SIGINT ignored, and Python then never sees it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.got: list[tuple[float, dict]] = []
         self.stderr = b""

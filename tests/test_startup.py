@@ -7,6 +7,7 @@ suite runs as root, and root writes whatever the file modes say.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import shutil
@@ -117,6 +118,32 @@ def test_a_stop_while_the_writer_waits_for_its_lock_ends_the_start(home: Path, s
 # -- item 2: a store the daemon cannot write ------------------------------------------------------
 
 
+#: What the daemon and its writer import, beside hookd itself.
+RUNTIME_PACKAGES = ("uvloop", "msgspec", "aiosqlite", "apsw", "httptools", "typing_extensions.py")
+
+
+def readable_copy_of_hookd() -> list[Path]:
+    """hookd and its runtime packages, copied once per test run where uid 65534 can read them:
+    a clean clone (and its .venv) may sit in a directory only root can enter (`mktemp -d`)."""
+    root = Path("/tmp") / f"hookd-for-uid-{NOBODY}-{os.getpid()}"  # /tmp: every user can enter it
+    if not root.exists():
+        atexit.register(shutil.rmtree, root, True)
+        tmp = Path(f"{root}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(ROOT / "daemon" / "hookd", tmp / "src" / "hookd", ignore=shutil.ignore_patterns("__pycache__"))
+        site = Path(sysconfig.get_paths()["purelib"])
+        for name in RUNTIME_PACKAGES:
+            if (site / name).is_dir():
+                shutil.copytree(site / name, tmp / "site" / name, ignore=shutil.ignore_patterns("__pycache__"))
+            elif (site / name).exists():
+                (tmp / "site").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(site / name, tmp / "site" / name)
+        for d in (tmp, *tmp.rglob("*")):
+            d.chmod(0o755 if d.is_dir() else 0o644 | (d.stat().st_mode & 0o111))
+        tmp.rename(root)
+    return [root / "src", root / "site"]
+
+
 def other_user_python(env: dict[str, str]) -> list[str]:
     """A command running hookd's Python as uid 65534, for the daemon and the writer it starts.
 
@@ -127,7 +154,7 @@ def other_user_python(env: dict[str, str]) -> list[str]:
     python = shutil.which("python3", path="/usr/bin:/bin")
     if os.getuid() != 0 or setpriv is None or python is None:
         pytest.skip("needs root, setpriv and /usr/bin/python3 to run the daemon as another user")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "daemon"), sysconfig.get_paths()["purelib"]])
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in readable_copy_of_hookd())
     cmd = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", python]
     want = f"{sys.version_info.major}.{sys.version_info.minor}"
     probe = "import sys, hookd.daemon.app, hookd.writer.writer; print('%d.%d' % sys.version_info[:2])"
