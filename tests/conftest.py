@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,28 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
     env["HOOKD_HOME"] = str(home)
     env.update(extra)
     return env
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> bool:
+    """Whether ``predicate`` came true within ``timeout`` (polled; asked once more at the end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def wait_until(check: Callable[[], object], timeout: float = 60.0, what: str = "a condition") -> object:
+    """``check``'s first true value; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 class Daemon:

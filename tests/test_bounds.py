@@ -23,13 +23,13 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import hookd_client
-from conftest import SHELL_CLIENT, Daemon, clean_env
+from conftest import SHELL_CLIENT, Daemon, clean_env, wait_for
 from hookd import spool
 from hookd.settings import KEYS_BY_NAME
 from hookd.values import spool_limit
@@ -101,15 +101,6 @@ def on_disk(directory: Path) -> int:
     return total
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def recorded(d: Daemon) -> int:
     rows = d.query("SELECT value FROM counters WHERE name = 'spool.dropped'")
     return rows[0][0] if rows else 0
@@ -154,8 +145,8 @@ def test_both_clients_past_the_cap_count_every_drop_and_the_spool_takes_events_a
     d = Daemon(home, env=capped).start()
     try:
         assert d.wait_count(sent) == sent
-        assert wait_until(lambda: recorded(d) == dropped), (recorded(d), dropped, d.logtext)
-        assert wait_until(lambda: (directory / "usage").stat().st_size == 0)
+        assert wait_for(lambda: recorded(d) == dropped), (recorded(d), dropped, d.logtext)
+        assert wait_for(lambda: (directory / "usage").stat().st_size == 0)
         assert sorted(p.name for p in directory.iterdir()) == ["usage"]
         assert f"clients dropped {py_dropped} event(s) while the spool was full" in d.logtext
         assert status_json(home, capped)["spool_dropped"]["events"] == dropped  # not counted twice
@@ -206,7 +197,7 @@ def test_the_drop_counter_survives_concurrent_emitters_while_the_daemon_drains(h
         assert dropped > 1000, "the cap was reached"
         print(f"\n{sent + dropped} sent: {sent} spooled, {dropped} dropped")
         assert d.wait_count(sent, timeout=60) == sent
-        assert wait_until(lambda: recorded(d) == dropped, timeout=30), (recorded(d), dropped)
+        assert wait_for(lambda: recorded(d) == dropped, timeout=30), (recorded(d), dropped)
         assert d.stop() == 0, d.logtext
     finally:
         d.kill()
@@ -259,8 +250,8 @@ def test_taken_drop_counters_are_counted_once_across_a_kill(home: Path) -> None:
     assert status_json(home, clean_env(home))["spool_dropped"]["events"] == 10  # 7 recorded + 3 waiting
     d.start()
     try:
-        assert wait_until(lambda: recorded(d) == 10), d.logtext
-        assert wait_until(lambda: not list(directory.glob("*" + spool.DROPS_SUFFIX)))
+        assert wait_for(lambda: recorded(d) == 10), d.logtext
+        assert wait_for(lambda: not list(directory.glob("*" + spool.DROPS_SUFFIX)))
         assert d.stop() == 0
     finally:
         d.kill()

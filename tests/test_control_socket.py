@@ -18,9 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from test_hardening import as_other_user, good, reap, stream, wait_for, writer_pid
+from test_hardening import as_other_user, good, reap, stream, writer_pid
 
-from conftest import Daemon, clean_env
+from conftest import Daemon, clean_env, wait_for
 from hookd import paths
 from hookd.ops import reading as queries
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, clean_env
+from conftest import Daemon, clean_env, wait_for
 from hookd.framing import NO_PEER, Framer, Rejection
 from hookd.settings import DEFAULT_TRUNCATE_LIMIT
 
@@ -63,15 +63,6 @@ def rss_kb(pid: int) -> int:
 def writer_pid(d: Daemon) -> int:
     assert d.proc is not None
     return int(Path(f"/proc/{d.proc.pid}/task/{d.proc.pid}/children").read_text().split()[0])
-
-
-def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # -- bad input, mixed with good events on one connection -------------------------------------

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from conftest import Daemon, clean_env
+from conftest import wait_until as wait_for
 from hookd.writer.mirror import Mirror
 
 HERE = Path(__file__).resolve().parent
@@ -35,17 +36,6 @@ def lines(etype: str, ts: float, n: int, pad: int = 0) -> bytes:
     return b"".join(
         b'{"type": "%s", "ts": %r, "i": %d%s}\n' % (etype.encode(), ts, i, extra.encode()) for i in range(n)
     )
-
-
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def counter(d: Daemon, name: str) -> int:

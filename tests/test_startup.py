@@ -21,19 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Daemon, clean_env
+from conftest import ROOT, Daemon, clean_env, wait_for
 from hookd import db_lock
 
 NOBODY = 65534
-
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def refused(d: Daemon, timeout: float = 30) -> int:

@@ -21,12 +21,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_until
 from hookd.ops import service
 
 SYSTEMD = Path("/lib/systemd/systemd")
@@ -35,17 +35,6 @@ HOOKD = service.hookd_executable()
 BIN = Path(HOOKD).parent if HOOKD else Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(check: Callable[[], object], timeout: float = 60.0, what: str = "a condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def can_mark_booted() -> str | None:

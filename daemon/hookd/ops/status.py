@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -260,8 +261,15 @@ def _uptime(seconds: float) -> str:
 
 def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> None:
     now = time.time() if now is None else now
-    d = st["daemon"]
     w = out.write
+    _render_daemon(st, w)
+    _render_totals(st, w)
+    _render_types(st, w, now)
+
+
+def _render_daemon(st: dict[str, Any], w: Callable[[str], object]) -> None:
+    """Is it up, where its files are, and what it did since it started."""
+    d = st["daemon"]
     if d:
         w(f"hookd: running (pid {d['pid']}, up {_uptime(d['uptime'])}, version {d['version']})\n")
     elif st["running"]:
@@ -275,22 +283,27 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
     size = f" ({st['db_bytes'] / 1e6:.1f} MB)" if st["db_bytes"] is not None else " (not created yet)"
     w(f"database  {st['db']}{size}\n")
     w(f"mirror    {st['mirror_dir']}\n")
-    if d:
-        s = d["since_start"]
-        w(
-            f"since start: {s['received']:,} received, {s['committed']:,} committed, {s['rejected']:,} rejected, "
-            f"{s['spooled']:,} from the spool, {s['duplicates']:,} duplicates, {s.get('truncated', 0):,} cut to fit\n"
-        )
-        q = d["queue"]
-        paused = ", reading PAUSED (writer behind)" if q["reading_paused"] else ""
-        w(
-            f"queue: {q['open_batch']:,} in the open batch, {q['inflight_batches']} batches "
-            f"({q['inflight_events']:,} events) at the writer{paused}\n"
-        )
-        w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
-        w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
-        if d.get("http"):  # e.g. "http: http://127.0.0.1:8787/v1/events, 120 requests; not_found 2, refused_uid 1"
-            w(f"http: {d['http']['url']}, {d['http']['requests']:,} requests{_reasons(d['http']['by_reason'])}\n")
+    if not d:
+        return
+    s = d["since_start"]
+    w(
+        f"since start: {s['received']:,} received, {s['committed']:,} committed, {s['rejected']:,} rejected, "
+        f"{s['spooled']:,} from the spool, {s['duplicates']:,} duplicates, {s.get('truncated', 0):,} cut to fit\n"
+    )
+    q = d["queue"]
+    paused = ", reading PAUSED (writer behind)" if q["reading_paused"] else ""
+    w(
+        f"queue: {q['open_batch']:,} in the open batch, {q['inflight_batches']} batches "
+        f"({q['inflight_events']:,} events) at the writer{paused}\n"
+    )
+    w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
+    w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
+    if d.get("http"):  # e.g. "http: http://127.0.0.1:8787/v1/events, 120 requests; not_found 2, refused_uid 1"
+        w(f"http: {d['http']['url']}, {d['http']['requests']:,} requests{_reasons(d['http']['by_reason'])}\n")
+
+
+def _render_totals(st: dict[str, Any], w: Callable[[str], object]) -> None:
+    """The database's lifetime totals, drops while the spool was full, lost tool calls."""
     w(f"total: {st['committed']:,} committed, {st['rejected']:,} rejected, {st['duplicates']:,} duplicates")
     if st.get("truncated"):
         w(f", {st['truncated']:,} cut to fit the line limit")
@@ -307,13 +320,17 @@ def render_status(st: dict[str, Any], out: TextIO, now: float | None = None) -> 
         cap = st["spool_max_size"]
         w(f"spool: {_dropped_text(st['spool_dropped'])} (cap {_size(cap)}; now {_size(st['spool_bytes'])})\n")
     _render_lost(st.get("lost_tool_calls"), w)
+
+
+def _render_types(st: dict[str, Any], w: Callable[[str], object], now: float) -> None:
+    """One row per type, problems first (never, stale, future, then live), and the summary."""
     types = st["types"]
     if not types:
         w("\nno events stored yet\n")
         return
     width = max(12, *(len(t) for t in types))
     w(f"\n{'TYPE':<{width}}  {'STATE':<6}  {'COUNT':>10}  {'LAST SEEN':<19}  {'':<9}  {'LAST HOUR':>9}\n")
-    for name, t in sorted(types.items(), key=_problems_first):  # never, stale, future, then live
+    for name, t in sorted(types.items(), key=_problems_first):
         when = ago(now - t["last_ts"]) if t["last_ts"] is not None else ""
         w(
             f"{name:<{width}}  {t['state']:<6}  {t['count']:>10,}  {local_time(t['last_ts']):<19}  {when:<9}  "

@@ -146,67 +146,70 @@ def _m003_analysis_views(db: sqlite3.Connection) -> None:
         db.execute(stmt)
 
 
-def _m004_claude_code_pairing(db: sqlite3.Connection) -> None:
-    for stmt in _statements(
-        """
-        -- tool_calls again, for hooks that run in the background ("async": true, as
-        -- `hookd hooks install-claude` writes them) and may reach hookd out of order: a call's
-        -- closing event is its first PostToolUse or PostToolUseFailure by tool_use_id, before or
-        -- after the PreToolUse. duration_ms is Claude Code's own figure where the closing event
-        -- carries one (PostToolUse, PostToolUseFailure since 2.1.119), else the gap between the
-        -- times hookd received the two events (which holds the hooks' own cost); duration_source
-        -- says which: 'claude_code' or 'received'.
-        DROP VIEW IF EXISTS tool_calls;
-        CREATE VIEW tool_calls AS
-        SELECT pre.session                                  AS session,
-               json_extract(pre.data, '$.tool_use_id')      AS tool_use_id,
-               json_extract(pre.data, '$.tool_name')        AS tool_name,
-               pre.ts                                       AS started,
-               post.ts                                      AS finished,
-               CASE WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
-                    THEN json_extract(post.data, '$.duration_ms')
-                    ELSE round((post.ts - pre.ts) * 1000.0, 1) END AS duration_ms,
-               CASE WHEN post.eid IS NULL THEN NULL
-                    WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
-                    THEN 'claude_code' ELSE 'received' END  AS duration_source,
-               CASE WHEN post.eid IS NULL THEN 'unfinished'
-                    WHEN post.type = 'post_tool_use_failure' THEN 'failed'
-                    ELSE 'finished' END                     AS status,
-               pre.eid                                      AS pre_eid,
-               post.eid                                     AS post_eid
-        FROM events AS pre
-        LEFT JOIN events AS post ON post.eid = (
-            SELECT c.eid FROM events AS c
-            WHERE c.type IN ('post_tool_use', 'post_tool_use_failure')
-              AND json_extract(c.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
-            ORDER BY c.eid LIMIT 1)
-        WHERE pre.type = 'pre_tool_use';
+#: Migration 4: ``tool_calls`` paired in either order, Claude Code's own durations, and
+#: ``lost_tool_calls``.
+_CLAUDE_CODE_PAIRING = """
+-- tool_calls again, for hooks that run in the background ("async": true, as
+-- `hookd hooks install-claude` writes them) and may reach hookd out of order: a call's
+-- closing event is its first PostToolUse or PostToolUseFailure by tool_use_id, before or
+-- after the PreToolUse. duration_ms is Claude Code's own figure where the closing event
+-- carries one (PostToolUse, PostToolUseFailure since 2.1.119), else the gap between the
+-- times hookd received the two events (which holds the hooks' own cost); duration_source
+-- says which: 'claude_code' or 'received'.
+DROP VIEW IF EXISTS tool_calls;
+CREATE VIEW tool_calls AS
+SELECT pre.session                                  AS session,
+       json_extract(pre.data, '$.tool_use_id')      AS tool_use_id,
+       json_extract(pre.data, '$.tool_name')        AS tool_name,
+       pre.ts                                       AS started,
+       post.ts                                      AS finished,
+       CASE WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
+            THEN json_extract(post.data, '$.duration_ms')
+            ELSE round((post.ts - pre.ts) * 1000.0, 1) END AS duration_ms,
+       CASE WHEN post.eid IS NULL THEN NULL
+            WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
+            THEN 'claude_code' ELSE 'received' END  AS duration_source,
+       CASE WHEN post.eid IS NULL THEN 'unfinished'
+            WHEN post.type = 'post_tool_use_failure' THEN 'failed'
+            ELSE 'finished' END                     AS status,
+       pre.eid                                      AS pre_eid,
+       post.eid                                     AS post_eid
+FROM events AS pre
+LEFT JOIN events AS post ON post.eid = (
+    SELECT c.eid FROM events AS c
+    WHERE c.type IN ('post_tool_use', 'post_tool_use_failure')
+      AND json_extract(c.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
+    ORDER BY c.eid LIMIT 1)
+WHERE pre.type = 'pre_tool_use';
 
-        -- Events that went missing, as far as the data can tell: a PreToolUse whose tool_use_id
-        -- never got a PostToolUse, a PostToolUseFailure or a PermissionDenied, in a session whose
-        -- SessionEnd was recorded after it. hookd cannot see an http hook that Claude Code never
-        -- sent; this is where such a gap shows (`hookd status` counts them per session).
-        CREATE VIEW lost_tool_calls AS
-        SELECT pre.session                                  AS session,
-               json_extract(pre.data, '$.tool_use_id')      AS tool_use_id,
-               json_extract(pre.data, '$.tool_name')        AS tool_name,
-               pre.ts                                       AS started,
-               ended.ts                                     AS session_ended,
-               pre.eid                                      AS pre_eid
-        FROM (SELECT session, max(ts) AS ts FROM events
-              WHERE type = 'session_end' AND session IS NOT NULL GROUP BY session) AS ended
-        JOIN events AS pre ON pre.session = ended.session AND pre.type = 'pre_tool_use' AND pre.ts <= ended.ts
-        WHERE json_extract(pre.data, '$.tool_use_id') IS NOT NULL
-          AND NOT EXISTS (
-              SELECT 1 FROM events AS c
-              WHERE c.type IN ('post_tool_use', 'post_tool_use_failure')
-                AND json_extract(c.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id'))
-          AND NOT EXISTS (
-              SELECT 1 FROM events AS d
-              WHERE d.type = 'permission_denied' AND d.session = pre.session
-                AND json_extract(d.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id'));
-        """
-    ):
+-- Events that went missing, as far as the data can tell: a PreToolUse whose tool_use_id
+-- never got a PostToolUse, a PostToolUseFailure or a PermissionDenied, in a session whose
+-- SessionEnd was recorded after it. hookd cannot see an http hook that Claude Code never
+-- sent; this is where such a gap shows (`hookd status` counts them per session).
+CREATE VIEW lost_tool_calls AS
+SELECT pre.session                                  AS session,
+       json_extract(pre.data, '$.tool_use_id')      AS tool_use_id,
+       json_extract(pre.data, '$.tool_name')        AS tool_name,
+       pre.ts                                       AS started,
+       ended.ts                                     AS session_ended,
+       pre.eid                                      AS pre_eid
+FROM (SELECT session, max(ts) AS ts FROM events
+      WHERE type = 'session_end' AND session IS NOT NULL GROUP BY session) AS ended
+JOIN events AS pre ON pre.session = ended.session AND pre.type = 'pre_tool_use' AND pre.ts <= ended.ts
+WHERE json_extract(pre.data, '$.tool_use_id') IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM events AS c
+      WHERE c.type IN ('post_tool_use', 'post_tool_use_failure')
+        AND json_extract(c.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id'))
+  AND NOT EXISTS (
+      SELECT 1 FROM events AS d
+      WHERE d.type = 'permission_denied' AND d.session = pre.session
+        AND json_extract(d.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id'));
+"""
+
+
+def _m004_claude_code_pairing(db: sqlite3.Connection) -> None:
+    for stmt in _statements(_CLAUDE_CODE_PAIRING):
         db.execute(stmt)
 
 
