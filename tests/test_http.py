@@ -215,12 +215,12 @@ def test_every_error_status_between_good_events(hd: Daemon) -> None:
         assert reason in answer.decode(), answer
         assert r.getheader("Connection") != "close"
     assert post(c, b'{"type":"good","i":"last"}')[0] == 204
-    # Mistakes that close the connection, each between two good events.
+    # Mistakes that close the connection, each between two good events (20 MB: over truncate_limit).
     host, port = address(hd)
     for request, want in (
         (b"NOT HTTP AT ALL\r\n\r\n", b"400 Bad Request"),
         (b"POST /v1/events HTTP/1.1\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", b"431 "),
-        (b"POST /v1/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{", b"413 "),
+        (b"POST /v1/events HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 20000000\r\n\r\n{", b"413 "),
     ):
         assert post(conn(hd), b'{"type":"good","i":"around"}')[0] == 204
         with socket.create_connection((host, port), timeout=30) as s:
@@ -322,9 +322,53 @@ def test_a_60mb_body_is_413_recorded_too_long_and_memory_stays_bounded(hd: Daemo
     assert wait_for(lambda: rejected_by_reason(hd) == {"too_long": 3})
     sizes = sorted(r[0] for r in hd.query("SELECT size FROM rejected"))
     assert sizes[1:] == [size, size]  # from Content-Length; the chunked one as far as it was read
-    assert (1 << 20) < sizes[0] <= (1 << 20) + (256 << 10)
+    # Read whole up to the cutting limit (truncate_limit, 16 MiB), to be cut to fit; refused beyond it.
+    assert (16 << 20) < sizes[0] <= (16 << 20) + (256 << 10)
     record(f"HTTP: three 60 MiB bodies (length, chunked, 100-continue); daemon RSS +{grown_mb:.1f} MB", 7, 4,
            {"too_long": 3})  # fmt: skip
+
+
+def test_a_json_body_over_max_line_is_cut_to_fit_as_on_the_socket(home: Path) -> None:
+    """Claude Code posts a PostToolUse with all of a long tool output: over ``max_line`` (up to
+    ``truncate_limit``) it is stored with its longest values cut, so its tool call stays paired;
+    with a length, chunked, and with ``?wait=1`` (the reply lists what was cut). Over the
+    cutting limit: 413 ``too_long``. The memory taken for cutting is given back each time."""
+    env = clean_env(home, HOOKD_TRUNCATE_LIMIT="65536")
+    d = Daemon(home, "--http", "127.0.0.1:0", "--max-line", "4096", env=env).start()
+    try:
+        big = {**claude_payload(1, "PostToolUse"), "tool_response": {"stdout": "x" * 20000, "stderr": ""}}
+        body = json.dumps(big).encode()
+        c = conn(d)
+        for i in range(15):  # more than the budget (4 x 64 KiB) holds: it must be given back each time
+            assert post(c, body)[0] == 204, i
+        status, answer, _ = post(c, body, "application/json", "/v1/events?wait=1")
+        reply = json.loads(answer)
+        assert status == 200 and reply["ok"] and reply["truncated"][0]["path"] == "$.tool_response.stdout", answer
+        chunked = subprocess.run(
+            [CURL or "curl", "-s", "-w", "\n%{http_code}", "-H", f"Content-Type: {JSON}", "-H",
+             "Transfer-Encoding: chunked", "--data-binary", "@-", url(d)],
+            input=body, capture_output=True, timeout=60,
+        ) if CURL else None  # fmt: skip
+        n = 16
+        if chunked is not None:
+            assert chunked.stdout.endswith(b"\n204"), chunked.stdout
+            n += 1
+        status, answer, _ = post(c, json.dumps({"type": "huge", "blob": "y" * 70000}).encode())
+        assert status == 413 and json.loads(answer)["reason"] == "too_long", answer
+        status, answer, _ = post(c, json.dumps({"type": "numbers", "n": list(range(3000))}).encode())
+        assert status == 413 and "too_long" in answer.decode(), answer  # over max_line with no string to cut
+        assert post(conn(d), b'{"type":"after"}')[0] == 204
+        assert d.wait_count(n + 1) == n + 1
+        rows = [json.loads(r[0]) for r in d.query("SELECT data FROM events WHERE type = 'post_tool_use'")]
+        assert len(rows) == n
+        for row in rows:
+            assert row["tool_use_id"] == "toolu_0100000001" and len(json.dumps(row)) <= 4096
+            assert row["_hookd_truncated"]["values"] == [{"path": "$.tool_response.stdout", "length": 20000}]
+        assert rejected_by_reason(d) == {"too_long": 2}
+        assert daemon_status(d)["http"]["by_status"]["413"] == 2
+        assert d.stop() == 0
+    finally:
+        d.kill()
 
 
 @needs_curl

@@ -392,7 +392,9 @@ def _assemble(
     flow.on_change.append(server.flow_changed)  # stop accepting while reading is paused
     control_listener = ControlListener(control_path(listener.path), control, uids)
     if http is not None:  # the same uid rule and counts as the Unix sockets
-        http.attach(ingest, refused=uids.refused, accepted_uids=lambda: settings.accepted_uids)
+        http.attach(
+            ingest, refused=uids.refused, accepted_uids=lambda: settings.accepted_uids, cut_budget=server.cut_budget
+        )
         flow.on_change.append(http.flow_changed)  # pause its connections' reading too
         control.http = http
     parts = (settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener)

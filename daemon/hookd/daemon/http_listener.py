@@ -41,6 +41,7 @@ from hookd.daemon.http_protocol import HttpProtocol
 from hookd.daemon.peer_uid import PeerUids
 from hookd.errors import ConfigError, HookdError
 from hookd.framing import Peer
+from hookd.oversize import Budget
 from hookd.settings import Settings
 from hookd.values import is_loopback, split_listen
 
@@ -144,6 +145,9 @@ class HttpListener:
         self.by_reason: Counter[str] = Counter()
         self.ingest: Ingest = None  # type: ignore[assignment]  # set by attach
         self.flow: Any = None
+        #: What JSON bodies over ``max_line`` (read whole to be cut to fit) may hold at once; the
+        #: Unix server's, given by attach: one bound for both listeners.
+        self.cut_budget: Budget | None = None
         self._refused: Callable[[Peer], None] = lambda peer: None
         self._accepted_uids: Callable[[], frozenset[int] | None] = lambda: None
         self._server: asyncio.AbstractServer | None = None
@@ -190,17 +194,27 @@ class HttpListener:
         *,
         refused: Callable[[Peer], None],
         accepted_uids: Callable[[], frozenset[int] | None],
+        cut_budget: Budget | None = None,
     ) -> None:
         """Feed ``ingest``; ``refused`` counts and logs another user (the Unix server's, so that
-        both sockets log alike); ``accepted_uids`` is read per connection (SIGHUP may change it)."""
+        both sockets log alike); ``accepted_uids`` is read per connection (SIGHUP may change it);
+        ``cut_budget``: the Unix server's memory for cutting long lines, which long JSON bodies
+        share (without it, a body over ``max_line`` is refused, never cut)."""
         self.ingest = ingest
         self.flow = ingest.flow
         self._refused = refused
         self._accepted_uids = accepted_uids
+        self.cut_budget = cut_budget
 
     @property
     def max_line(self) -> int:
         return self.settings.max_line
+
+    @property
+    def cut_limit(self) -> int:
+        """A JSON body over ``max_line`` up to this is read whole and cut to fit, as a line on
+        the Unix socket (oversize.py); a longer one is answered 413."""
+        return self.settings.truncate_limit
 
     @property
     def keep_alive(self) -> int:

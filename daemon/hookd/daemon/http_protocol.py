@@ -11,14 +11,17 @@ socket (the lines go to ``Ingest.lines`` like the socket's). Replies (docs/proto
 - ``404`` another path, ``405`` another method, ``415`` another body type, ``401`` without the
   token (when one is configured): answered after the request's body, which is discarded, on a
   connection kept open;
-- ``400`` an HTTP message httptools cannot parse, ``413`` a JSON body over ``max_line``
-  (recorded as ``too_long``), ``431`` headers over ``MAX_HEAD``, ``403`` another user:
+- ``400`` an HTTP message httptools cannot parse, ``413`` a JSON body that cannot be stored
+  (recorded as ``too_long``: over the cutting limit ``truncate_limit``, or over ``max_line``
+  and not cuttable; a body over ``max_line`` up to that limit is stored with its longest values
+  cut to fit, as a long line on the Unix socket: oversize.py), ``431`` headers over ``MAX_HEAD``, ``403`` another user:
   answered at once, then the connection is closed after ``LINGER`` seconds of discarding what
   the client still sends (closing at once would reset the connection under a client still
   uploading, which then never reads the answer).
 
 Nothing is buffered beyond bounds: the request line and headers up to ``MAX_HEAD``, a JSON body
-up to ``max_line``, an NDJSON body one line at a time (as on the socket), at most
+up to ``max_line`` (beyond it up to ``truncate_limit``, taken from the memory budget for cutting
+that the Unix socket's connections share), an NDJSON body one line at a time (as on the socket), at most
 ``MAX_PIPELINE`` unanswered requests per connection (then reading pauses).
 """
 
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httptools
 import msgspec
 
+from hookd import oversize
 from hookd.framing import PREVIEW_BYTES, LineSplitter, Peer
 
 if TYPE_CHECKING:
@@ -155,6 +159,7 @@ class Request:
         "eid_reply",
         "keep",
         "head",
+        "held",
         "_proto",
     )
 
@@ -179,6 +184,7 @@ class Request:
         self.eid_reply = b""
         self.keep = False  # the client keeps the connection (HTTP/1.1 default, or keep-alive)
         self.head = False  # a HEAD request: its answer has no body
+        self.held = 0  # bytes of a JSON body over max_line taken from the listener's cut_budget
 
     def fail(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` after the body (which is then discarded)."""
@@ -280,12 +286,14 @@ class HttpProtocol(asyncio.Protocol):
         """The client is done sending: answer what is owed, then close (writing stays open)."""
         self._eof = True
         if self._req is not None:  # a request cut short: nobody is left to answer
+            self._release(self._req)
             if self._queue and self._queue[-1] is self._req:
                 self._queue.pop()
             self._req = None
         return bool(self._queue) and not self._ending
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release(self._req)
         if self._linger is not None:
             self._linger.cancel()
         self._queue.clear()
@@ -417,8 +425,7 @@ class HttpProtocol(asyncio.Protocol):
             req.wait = any(p.partition(b"=")[::2] in ((b"wait", v) for v in _TRUE) for p in query.split(b"&"))
         size = self._headers.get(b"content-length")
         if not req.ndjson and size is not None and size.isdigit() and int(size) > self._lst.max_line:
-            self._too_long(req, int(size), b"")
-            raise _Stop
+            self._hold(req, int(size), b"")
 
     def on_body(self, body: bytes) -> None:
         req = self._req
@@ -429,9 +436,35 @@ class HttpProtocol(asyncio.Protocol):
             self._frame_lines(req, req.splitter.feed(body))
             return
         req.body += body
-        if len(req.body) > self._lst.max_line:
-            self._too_long(req, len(req.body), bytes(req.body[:PREVIEW_BYTES]))
-            raise _Stop
+        if len(req.body) > self._lst.max_line and len(req.body) > req.held:
+            self._hold(req, len(req.body), bytes(req.body[:PREVIEW_BYTES]))
+
+    def _hold(self, req: Request, size: int, head: bytes) -> None:
+        """A JSON body over ``max_line`` (``size``: announced, or read so far): held whole,
+        taken from the memory budget for cutting, to be cut to fit once complete (Claude Code
+        posts a PostToolUse with all of a long tool output); 413 ``too_long`` when over the
+        cutting limit or with the budget spent (raises _Stop)."""
+        lst = self._lst
+        budget = lst.cut_budget
+        if budget is None or lst.cut_limit <= lst.max_line:
+            why = ""
+        elif size > lst.cut_limit:
+            why = f"; bodies over {lst.cut_limit} bytes (ingest.truncate_limit) are not cut to fit"
+        elif budget.take(size - req.held):
+            req.held = size
+            return
+        else:
+            why = f"; not cut: other requests held the memory set aside for cutting ({budget.limit} bytes)"
+        self._release(req)
+        self._too_long(req, size, head, why)
+        raise _Stop
+
+    def _release(self, req: Request | None) -> None:
+        """Give back what ``req``'s body took from the budget (cut, refused or abandoned)."""
+        if req is not None and req.held:
+            if self._lst.cut_budget is not None:
+                self._lst.cut_budget.give(req.held)
+            req.held = 0
 
     def on_message_complete(self) -> None:
         req = self._req
@@ -461,7 +494,24 @@ class HttpProtocol(asyncio.Protocol):
         if b"\n" in line or b"\r" in line:
             line = one_line(line)
         req.events = 1
-        self._ingest(req, line, 1)
+        if req.held:
+            self._ingest_long(req, line)
+        else:
+            self._ingest(req, line, 1)
+
+    def _ingest_long(self, req: Request, line: bytes) -> None:
+        """A body over ``max_line``: its longest values cut to fit (or a TooLong saying why not),
+        then framed as any line; the budget is given back. Bounded work in the loop, as for a
+        long line on the Unix socket (oversize.fit)."""
+        size = len(line)
+        try:
+            out = oversize.fit(b"?" + line if req.wait else line, self._lst.max_line)
+        except Exception as e:  # a bug in hookd must cost this event only
+            detail = f"line too long, and cutting it failed (a bug in hookd; please report it): {e!r}"[:300]
+            out = oversize.too_long(line[: oversize.HEAD], size, detail)
+        finally:
+            self._release(req)
+        self._ingest(req, out, 1, marked=True)
 
     def _frame_lines(self, req: Request, lines: list[bytes]) -> None:
         if lines:
@@ -478,15 +528,18 @@ class HttpProtocol(asyncio.Protocol):
                 req.note_rejected(None, "too_long", f"line of {size} bytes exceeds the limit of {self._lst.max_line}")
             req.splitter.oversized.clear()
 
-    def _ingest(self, req: Request, line: bytes, number: int) -> None:
+    def _ingest(self, req: Request, line: bytes, number: int, *, marked: bool = False) -> None:
+        """``marked``: ``line`` came from oversize.fit (a Cut or TooLong, with its ``?`` when
+        the client waits)."""
         ingest = self._lst.ingest
         if req.wait:
-            ingest.lines([b"?" + line], self._peer, req)  # answered through req.reply
+            # Answered through req.reply; a line from oversize.fit has its "?" already.
+            ingest.lines([line if marked else b"?" + line], self._peer, req, marked=marked)
             return
         cap = self._capture
         ingest.capture = cap
         try:
-            ingest.lines([line], self._peer)
+            ingest.lines([line], self._peer, marked=marked)
         finally:
             ingest.capture = None
         if cap:
@@ -497,18 +550,19 @@ class HttpProtocol(asyncio.Protocol):
             req.accepted += 1
 
     # -- answers -------------------------------------------------------------------------------
-    def _too_long(self, req: Request, size: int, head: bytes) -> None:
+    def _too_long(self, req: Request, size: int, head: bytes, why: str = "") -> None:
         """A JSON body over the line limit: recorded as ``too_long`` like a long line on the
         socket (its size from Content-Length, or what arrived before the limit of a chunked one)."""
         limit = self._lst.max_line
         self._lst.ingest.oversized(size, head, self._peer)
         over = f"over {limit} bytes" if head else f"of {size} bytes"
         detail = f"a body {over} exceeds the limit of {limit} (ingest.max_line)"
-        self._fatal(413, "too_long", detail + "; send big data as NDJSON lines, each under the limit")
+        self._fatal(413, "too_long", detail + why + "; send big data as NDJSON lines, each under the limit")
 
     def _fatal(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` (after earlier answers), then close: nothing more is parsed."""
         req = self._req
+        self._release(req)
         if req is None or req.answer is not None:
             req = Request(self)
             self._queue.append(req)
@@ -559,8 +613,9 @@ class HttpProtocol(asyncio.Protocol):
             return self._ndjson_answer(req, keep)
         if req.rejected:
             err = req.errors[0]
-            lst.count(400, "rejected_event")
-            return response(400, error_body(err["reason"], err["detail"]), keep_alive=keep)
+            status = 413 if err["reason"] == "too_long" else 400  # a body over max_line that could not be cut
+            lst.count(status, "rejected_event")
+            return response(status, error_body(err["reason"], err["detail"]), keep_alive=keep)
         if req.wait:
             lst.count(200, "")
             return response(200, req.eid_reply, keep_alive=keep)
