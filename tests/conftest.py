@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHELL_CLIENT = ROOT / "clients" / "shell" / "hookd-emit"
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """The real Claude Code CLI the suite runs (tests/claude_cli.py), or why it does not."""
+    from claude_cli import header
+
+    return header()
+
+
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """The environment for a daemon or client in a test: only HOOKD_HOME decides the paths."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKD_")}
