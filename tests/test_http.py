@@ -371,6 +371,21 @@ def test_a_json_body_over_max_line_is_cut_to_fit_as_on_the_socket(home: Path) ->
         d.kill()
 
 
+def test_a_probe_that_closes_at_once_is_not_reported_as_another_user(hd: Daemon) -> None:
+    """``hookd hooks install-claude`` checks that the port answers with a connect and close; so do
+    health checks. Their owner is gone before it can be looked up: not another user (found by
+    the real Claude Code tests: every install logged a warning naming "uid None")."""
+    for _ in range(30):
+        socket.create_connection(address(hd), timeout=5).close()
+    assert post(conn(hd), b'{"type":"after_probes"}')[0] == 204
+    assert hd.wait_count(1) == 1
+    reasons = http_counts(hd)["by_reason"]
+    assert "refused_uid" not in reasons and set(reasons) <= {"peer_gone"}, reasons
+    assert "refused a connection" not in hd.logtext and "uid None" not in hd.logtext
+    assert hd.stop() == 0
+    assert hd.query("SELECT value FROM counters WHERE name = 'connections.refused_uid'") == []
+
+
 @needs_curl
 def test_another_user_is_refused_on_the_tcp_port(home: Path) -> None:
     if os.getuid() != 0 or shutil.which("setpriv") is None:

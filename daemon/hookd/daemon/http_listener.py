@@ -6,9 +6,10 @@ Ingest as the Unix socket. What this module owns:
 
 - **Who may connect.** TCP has no SO_PEERCRED; the kernel still knows which user owns the
   peer's socket (peer_uid.py). Other users are refused (``403``, counted ``refused_uid``,
-  logged like a refusal on the Unix socket), and so is a peer whose owner cannot be found, unless
-  ``http.allow_remote`` is on: then a peer that is not on this machine is let through to the
-  token check, which that setting requires.
+  logged like a refusal on the Unix socket), and so is a peer whose owner cannot be found
+  (``peer_gone``, not logged: on loopback, a client that closed at once, such as a port probe),
+  unless ``http.allow_remote`` is on: then a peer that is not on this machine is let through to
+  the token check, which that setting requires.
 - **Bounds.** At most ``MAX_CONNECTIONS`` open (more are answered ``503``); a connection that
   completes no request (or NDJSON line) within ``idle_timeout`` is closed, counted
   ``idle_timeout`` when it was inside a request (a slowloris) and ``idle_closed`` when it was an
@@ -250,10 +251,13 @@ class HttpListener:
             return Peer(None, None)  # not on this machine: the token decides
         accepted = self._accepted_uids()
         if accepted is not None and uid not in accepted:
-            peer = Peer(None, uid)
-            self._refused(peer)
             if uid is None:
-                return 403, "refused_uid", "the owner of your connection could not be found (did it close?)"
+                # No socket of that address is left on this machine: the client closed at once (a
+                # port probe such as install-claude's, a health check). Refused all the same, but
+                # neither logged nor counted as another user: there is no user to name.
+                log.debug("refused a connection closed before its owner could be found (peer_gone)")
+                return 403, "peer_gone", "the owner of your connection could not be found (did it close?)"
+            self._refused(Peer(None, uid))
             return 403, "refused_uid", "this hookd does not accept connections from your user"
         return Peer(None, uid)
 
