@@ -155,7 +155,7 @@ def by_type(rows: list[dict], hook_event: str) -> list[dict]:
     return [r for r in rows if r.get("hook_event_name") == hook_event]
 
 
-def check_script(script: str, rows: list[dict]) -> None:
+def check_script(script: str, rows: list[dict], otlp: OtlpCapture, s: Session) -> None:
     """What each script's session must show beyond the common checks."""
     if script == "failing_tool":
         (failure,) = by_type(rows, "PostToolUseFailure")
@@ -165,6 +165,14 @@ def check_script(script: str, rows: list[dict]) -> None:
         assert len(pre) == 2 and len({p["tool_use_id"] for p in pre}) == 2 and len({p["prompt_id"] for p in pre}) == 1
         (batch,) = by_type(rows, "PostToolBatch")
         assert {c["tool_use_id"] for c in batch["tool_calls"]} == {p["tool_use_id"] for p in pre}
+        # Concurrency, in Claude Code's own sequence numbers: both PreToolUse hooks start before
+        # either ends, and so do both PostToolUse hooks.
+        for event in ("PreToolUse", "PostToolUse"):
+            starts, ends = (
+                [r["event.sequence"] for r in otlp.events(name, s.id) if r["hook_event"] == event]
+                for name in ("hook_execution_start", "hook_execution_complete")
+            )
+            assert len(starts) == len(ends) == 2 and max(starts) < min(ends), (event, starts, ends)
     elif script == "bash":
         (post,) = by_type(rows, "PostToolUse")
         assert post["tool_response"]["stdout"].strip() == "bash-ran", post
@@ -189,7 +197,7 @@ def test_every_hook_of_real_sessions_is_recorded(home: Path, api: StandIn, otlp:
         for script in SCRIPTS:
             s = rig.claude.run(script)
             rows = check_recorded(rig.query, otlp, s)
-            check_script(script, rows)
+            check_script(script, rows, otlp, s)
         assert rig.query("SELECT reason, detail FROM rejected") == []
         assert spooled(home) == 0, "nothing was spooled: the daemon took every event"
         assert rig.daemon.stop() == 0, rig.daemon.logtext
