@@ -41,6 +41,8 @@ log = logging.getLogger("hookd.forward")
 #: Backoff after a failure: from BACKOFF_MIN seconds, doubling, up to BACKOFF_MAX.
 BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 10.0
+#: While forwarding stays paused, a different error is logged at most this often (seconds).
+LOG_EVERY: Final = 60.0
 #: The forwarder's niceness (added to the daemon's): ingestion first on a busy machine.
 NICE: Final = 10
 
@@ -51,6 +53,7 @@ class Reporter:
     def __init__(self, cfg: ForwardConfig) -> None:
         self.path = state_path(Path(cfg.db))
         self.state = ForwardState(url=cfg.url, host=cfg.host, pid=os.getpid())
+        self._logged = 0.0  # when an error was last logged
 
     def write(self) -> None:
         self.state.updated = time.time()
@@ -74,19 +77,25 @@ class Reporter:
         s.forwarded_at = time.time()
         self.write()
 
-    def failed(self, message: str, backoff: float) -> None:
+    def failed(self, message: str) -> None:
+        """Logged when forwarding pauses, and again for a different error at most every
+        ``LOG_EVERY`` seconds: never once per retry. The state file always has the latest."""
         s = self.state
-        if s.error != message:
-            if s.error is None:
-                s.error_since = time.time()
+        if s.error == message:
+            return
+        now = time.time()
+        if s.error is None:
+            s.error_since = now
+        if s.error is None or now - self._logged >= LOG_EVERY:
+            self._logged = now
             log.warning(
                 "forwarding paused: %s; events wait in the local database and are forwarded once this is fixed "
                 "(retrying every %g s at most; `hookd status` shows the lag)",
                 message,
                 BACKOFF_MAX,
             )
-            s.error = message
-            self.write()
+        s.error = message
+        self.write()
 
 
 def _took(seconds: float) -> str:
@@ -99,7 +108,7 @@ def run(cfg: ForwardConfig, stop: threading.Event) -> None:
         from hookd.forwarder import pg, source
     except ImportError as e:  # psycopg not installed: say what to do, and wait for the stop
         reporter = Reporter(cfg)
-        reporter.failed(f"psycopg is not installed ({e}): pip install 'hookd[forward]'", BACKOFF_MAX)
+        reporter.failed(f"psycopg is not installed ({e}): pip install 'hookd[forward]'")
         stop.wait()
         return
     reporter = Reporter(cfg)
@@ -123,7 +132,7 @@ def run(cfg: ForwardConfig, stop: threading.Event) -> None:
             if target is not None:
                 target.close()
                 target = None
-            reporter.failed(_describe(e), backoff)
+            reporter.failed(_describe(e))
             stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
     if target is not None:
