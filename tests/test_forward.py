@@ -256,3 +256,72 @@ def test_unstorable_text_is_forwarded_with_replacement_characters(pg: PgServer, 
         wait_until(lambda: forward_status(home)["sanitized"] == 1, 10, "counted")
     finally:
         d.kill()
+
+
+def claude_session(session: str, t0: float, calls: int) -> bytes:
+    """A Claude Code session as its hooks send it: tool calls finished (with and without Claude
+    Code's own duration), failed, answered before their PreToolUse, denied, and one lost."""
+    out = [
+        {"type": "SessionStart", "session_id": session, "ts": t0, "cwd": f"/work/{session}"},
+        {"type": "UserPromptSubmit", "session_id": session, "ts": t0 + 0.5, "prompt": "go"},
+    ]
+    t = t0 + 1
+    for i in range(calls):
+        tid = f"{session}-tool-{i}"
+        pre = {"type": "PreToolUse", "session_id": session, "ts": t, "tool_use_id": tid, "tool_name": f"T{i % 3}"}
+        close = {"type": "PostToolUse", "session_id": session, "ts": t + 0.123 + i / 1000, "tool_use_id": tid}
+        if i % 4 == 1:
+            close["duration_ms"] = 50 + i
+        if i % 4 == 2:
+            close["type"] = "PostToolUseFailure"
+        out += [close, pre] if i % 5 == 3 else [pre, close]  # async hooks: any order
+        t += 1
+    out.append({"type": "PreToolUse", "session_id": session, "ts": t, "tool_use_id": f"{session}-lost"})
+    out.append({"type": "PreToolUse", "session_id": session, "ts": t + 1, "tool_use_id": f"{session}-denied"})
+    out.append({"type": "PermissionDenied", "session_id": session, "ts": t + 2, "tool_use_id": f"{session}-denied"})
+    out.append({"type": "SessionEnd", "session_id": session, "ts": t + 3, "reason": "exit"})
+    return b"".join(json.dumps(e).encode() + b"\n" for e in out)
+
+
+VIEW_QUERIES = {
+    "tool_calls": (
+        "SELECT session, tool_use_id, tool_name, started, finished, duration_ms, duration_source, status, pre_eid, "
+        "post_eid FROM tool_calls {where} ORDER BY pre_eid"
+    ),
+    "lost_tool_calls": (
+        "SELECT session, tool_use_id, tool_name, started, session_ended, pre_eid FROM lost_tool_calls {where} "
+        "ORDER BY pre_eid"
+    ),
+    "sessions": (
+        "SELECT session, started, ended, last_seen, events, prompts, tool_calls, tool_failures, tool_calls_unfinished, "
+        "end_reason, cwd FROM sessions {where} ORDER BY session"
+    ),
+    "pre_tool_use_events": "SELECT eid, type, ts, session, client_id, recv_ts, pid, uid FROM pre_tool_use_events "
+    "{where} ORDER BY eid",
+}
+
+
+def test_the_views_on_postgresql_answer_as_the_local_store_does_per_host(pg: PgServer, pgdb: str, home: Path) -> None:
+    t0 = time.time() - 3600
+    daemons = {
+        "laptop": forwarding_daemon(home / "a", pg.url(pgdb), "laptop"),
+        "ci": forwarding_daemon(home / "b", pg.url(pgdb), "ci"),
+    }
+    try:
+        for i, (host, d) in enumerate(daemons.items()):
+            d.start()
+            # The same session ids on both hosts: pairing and grouping must stay within a host.
+            lines = claude_session("s1", t0 + i, 12 + i) + claude_session(f"only-{host}", t0 + 100, 7)
+            d.send(lines)
+            assert d.wait_count(lines.count(b"\n")) == lines.count(b"\n")
+        for host, d in daemons.items():
+            wait_until(lambda host=host, d=d: pg_count(pg, pgdb, host) == d.count(), 30, f"{host} forwarded")
+        for host, d in daemons.items():
+            for view, sql in VIEW_QUERIES.items():
+                local = d.query(sql.format(where=""))
+                central = pg.query(sql.format(where="WHERE host = %s"), (host,), db=pgdb)
+                assert local, view
+                assert [tuple(r) for r in central] == local, f"{view} of {host}"
+    finally:
+        for d in daemons.values():
+            d.kill()
