@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from hookd import wal
 from hookd.errors import ConfigError
-from hookd.forwarding import machine_id, parse_host, parse_pg_url
+from hookd.forwarding import parse_host, parse_pg_url
 from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
 from hookd.oversize import CUT_FACTOR
 from hookd.paths import PATH_RULES, Paths
@@ -138,7 +138,7 @@ class Key:
         if self.parse in (parse_listen, parse_pg_url):
             return value or "off"
         if self.parse is parse_host:
-            return value or machine_id()  # the default, shown as what it is on this machine
+            return value or ""  # the default: hookd config shows this machine's id (config.effective)
         if self.parse is optional_path:
             return "" if value is None else str(value)
         if isinstance(value, Path):
