@@ -39,7 +39,9 @@ def missing_reason() -> str | None:
 
 
 class PgServer:
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0) -> None:
+        #: Run the server at this niceness (the benchmark's stand-in for a server on another machine).
+        self.nice = nice
         self.bin = find_bin()
         assert self.bin is not None
         self.dir = Path(tempfile.mkdtemp(prefix="hkpg-", dir="/tmp"))
@@ -51,7 +53,11 @@ class PgServer:
             self.as_user = []
 
     def _run(self, *cmd: str) -> None:
-        subprocess.run([*self.as_user, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if cmd[0] == "nice":  # nice first: an unprivileged user cannot lower it again, only we can
+            cmd, niced = cmd[3:], list(cmd[:3])
+        else:
+            niced = []
+        subprocess.run([*niced, *self.as_user, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def init(self) -> PgServer:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "hookd", "--no-sync")
@@ -67,7 +73,8 @@ class PgServer:
         # fsync off: tests stop PostgreSQL cleanly (pg_ctl -m fast), never crash the machine.
         options = f"-k {self.dir} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
         log = str(self.dir / "log")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
+        niced = ["nice", "-n", str(self.nice)] if self.nice else []
+        self._run(*niced, str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
 
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")

@@ -99,3 +99,16 @@ def test_the_state_file_is_the_retention_cursor_only_for_the_forwarding_configur
     assert forwarding.forwarded_eid(S) == 0  # another host's cursor means nothing here
     S.forward_url = None
     assert forwarding.forwarded_eid(S) is None
+
+
+def test_the_service_unit_allows_tcp_for_the_forwarder() -> None:
+    from hookd.ops import service
+
+    exe = Path("/usr/local/bin/hookd")
+    plain = service.render("hookd.service", exe).splitlines()
+    assert "RestrictAddressFamilies=AF_UNIX" in plain
+    forwarding_unit = service.render("hookd.service", exe, forward=True).splitlines()
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in forwarding_unit
+    both = service.render("hookd.service", exe, "127.0.0.1:8787", forward=True).splitlines()
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_NETLINK AF_INET6" in both
+    assert "Wants=hookd-http.socket" in both

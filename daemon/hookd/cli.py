@@ -682,7 +682,8 @@ def moved_client_paths() -> tuple[Settings, list[str]] | None:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from hookd.ops.service import install
 
-    install(dry_run=args.dry_run, http=settings_from(args).http_listen)
+    settings = settings_from(args)
+    install(dry_run=args.dry_run, http=settings.http_listen, forward=settings.forward_url is not None)
     found = moved_client_paths()
     if found is not None and "socket" in found[1]:
         settings = found[0]
