@@ -27,12 +27,20 @@ import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
 from hookd import cli, config, framing, oversize, spool, wal, wire
-from hookd.daemon import control_protocol, forwarder_link, http_listener, http_protocol, limits, retention_schedule, sdnotify
+from hookd.daemon import (
+    control_protocol,
+    forwarder_link,
+    http_listener,
+    http_protocol,
+    limits,
+    retention_schedule,
+    sdnotify,
+)
+from hookd.forwarder import forwarder as forwarder_process
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
 from hookd.paths import Paths
 from hookd.settings import Settings
-from hookd.forwarder import forwarder as forwarder_process
 from hookd.writer import mirror, schema
 from hookd.writer import writer as writer_process
 
