@@ -284,6 +284,9 @@ def sessions(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     return {"range": name, "sessions": out, "usage": usage}
 
 
+CALL_COLUMNS: Final = ("tool", "started", "finished", "duration_ms", "status")
+
+
 def session(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     """One session as its own timeline: its figures, its events in order, its tool calls."""
     key = ask.text("id")
@@ -404,6 +407,10 @@ def _file_size(path: Path) -> int | None:
         return None
 
 
+def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
+
+
 def health(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     """Rejected lines by reason, drops, the spool, the daemon's writer and listeners (asked
     over its control socket), the database's and the mirror's size."""
@@ -422,9 +429,7 @@ def health(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
         ],
         "duplicates": counters.get("duplicate", 0),
         "truncated": counters.get("truncated", 0),
-        "connections_closed": {
-            k.removeprefix("connections."): v for k, v in counters.items() if k.startswith("connections.")
-        },
+        "connections_closed": _with_prefix(counters, "connections."),
         "spool": {
             "dir": str(paths.spool_dir),
             "waiting": spool.waiting(paths.spool_dir),
