@@ -5,6 +5,7 @@
     hookd/daemon/   the daemon process: the event loop (asyncio, uvloop, aiosqlite)
     hookd/writer/   the writer process, and the commands that write the store without a daemon
     hookd/ops/      operator commands that read, ask or install
+    hookd/dashboard/ the dashboard process (``hookd dashboard``): an HTTP server reading the store
 
 Rules, read from the source with ``ast`` (every import, also those inside functions):
 
@@ -12,7 +13,10 @@ Rules, read from the source with ``ast`` (every import, also those inside functi
 2. the daemon reaches the writer only through ``hookd.wire`` and the shared sender's side of
    the protocol, ``hookd.writer_client`` (no hookd.writer, no hookd.ops);
 3. operator commands never import hookd.daemon;
-4. the shared modules import only shared modules (``cli`` dispatches to all, lazily).
+4. the shared modules import only shared modules (``cli`` dispatches to all, lazily);
+5. the dashboard imports only shared modules and the operator commands' readers (``hookd.ops``):
+   never the daemon nor the writer (its queries must never run in their processes), and no
+   event loop (it is a threaded ``http.server``).
 """
 
 from __future__ import annotations
@@ -64,9 +68,9 @@ def top(name: str) -> str:
 
 
 def area(name: str) -> str:
-    """daemon, writer, ops, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
+    """daemon, writer, ops, dashboard, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
     parts = name.split(".")
-    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops"):
+    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops", "dashboard"):
         return parts[1]
     return "entry" if name in ("hookd.cli", "hookd.__main__") else "shared"
 
@@ -107,6 +111,17 @@ def violations(package: Path) -> list[str]:
                 for d in sorted(deps)
                 if area(d) == "daemon"
             ]
+        elif where == "dashboard":
+            bad += [
+                f"{mod} imports {d}: the dashboard reads the store itself, never through the daemon or the writer"
+                for d in sorted(deps)
+                if area(d) in ("daemon", "writer")
+            ]
+            bad += [
+                f"{mod} imports {e}: the dashboard runs no event loop"
+                for e in sorted(graph[mod])
+                if top(e) in EVENT_LOOP
+            ]
         elif where == "shared":
             bad += [
                 f"{mod} imports {d}: a shared module imports only shared modules"
@@ -123,7 +138,7 @@ def test_the_import_rules_hold() -> None:
 def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     """The checker is not vacuous: each rule, broken on purpose in a copy, is reported."""
     pkg = tmp_path / "hookd"
-    for sub in ("", "daemon", "writer", "ops"):
+    for sub in ("", "daemon", "writer", "ops", "dashboard"):
         (pkg / sub).mkdir(parents=True, exist_ok=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "wire.py").write_text("import struct\n")
@@ -134,6 +149,9 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     (pkg / "writer" / "schema.py").write_text("import sqlite3\n")
     (pkg / "ops" / "status.py").write_text("from ..daemon import app\n")
     (pkg / "paths.py").write_text("from hookd.ops import status\n")
+    (pkg / "dashboard" / "server.py").write_text(
+        "import asyncio\nfrom hookd.daemon import app\nfrom hookd.ops import status\n"
+    )
     found = "\n".join(violations(pkg))
     assert "hookd.writer.writer reaches hookd.framing, which imports asyncio" in found
     assert "hookd.writer.importer reaches hookd.daemon.app: the writer must not import the daemon" in found
@@ -141,6 +159,9 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     assert "hookd.ops.status imports hookd.daemon.app" in found
     assert "hookd.paths imports hookd.ops.status" in found
     assert "hookd.daemon.app imports hookd.wire" not in found
+    assert "hookd.dashboard.server imports hookd.daemon.app: the dashboard reads the store itself" in found
+    assert "hookd.dashboard.server imports asyncio: the dashboard runs no event loop" in found
+    assert "hookd.dashboard.server imports hookd.ops.status" not in found
 
 
 def test_the_writer_process_loads_no_event_loop() -> None:
