@@ -163,7 +163,7 @@ def open_tab(driver, url: str, tab: str) -> None:
     name = tab.split("/")[0]
     wait_until(
         lambda: driver.execute_script(
-            "return document.body.dataset.rendered === arguments[0] && document.body.dataset.refreshed !== arguments[1]",
+            "const b = document.body.dataset; return b.rendered === arguments[0] && b.refreshed !== arguments[1]",
             name,
             before,
         ),
@@ -178,7 +178,8 @@ def rows(driver, table: str, key: str) -> dict[str, list[str]]:
         """
         const out = {};
         for (const tr of document.querySelectorAll(arguments[0] + ' tbody tr')) {
-          out[tr.dataset[arguments[1]]] = [...tr.cells].map(c => c.dataset.n !== undefined ? c.dataset.n : c.textContent);
+          const cell = c => c.dataset.n !== undefined ? c.dataset.n : c.textContent;
+          out[tr.dataset[arguments[1]]] = [...tr.cells].map(cell);
         }
         return out;""",
         "#" + table,
