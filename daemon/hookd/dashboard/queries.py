@@ -187,9 +187,17 @@ def _percentile(ordered: list[float], p: float) -> float | None:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+#: Tools offers these ranges only: each call is paired through an index lookup (``tool_calls``),
+#: about 20 µs a call, so a week of a busy database (10M events: ~300,000 calls) would take
+#: seconds. 24 h stays within 1 s on 10M events (docs/performance.md).
+TOOL_RANGES: Final = ("1h", "24h")
+
+
 def tools(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     """Per tool: calls, failures, failure rate, p50/p95 duration; the slowest calls; calls
     that never closed. From ``tool_calls`` for the calls started in the range."""
+    if ask.params.get("range", "24h") not in TOOL_RANGES:
+        raise BadRequest(f"Tools' range must be one of {', '.join(TOOL_RANGES)}")
     name, since = ask.since("24h")
     rows = conn.execute(
         "SELECT tool_name, status, duration_ms, session, tool_use_id, started FROM tool_calls "

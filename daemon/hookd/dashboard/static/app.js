@@ -158,7 +158,7 @@ const TABS = {
     ],
   },
   tools: {
-    controls: () => h("div", { class: "controls" }, rangeSelect(view.tools.range, (r) => { view.tools.range = r; refresh(); })),
+    controls: () => h("div", { class: "controls" }, rangeSelect(view.tools.range, (r) => { view.tools.range = r; refresh(); }, ["1h", "24h"])),
     load: () => api("tools", { range: view.tools.range }),
     render: (d) => [
       h("div", { class: "cards" }, card("tool-calls", `tool calls in ${d.range}`, fmt(d.calls)),
@@ -338,7 +338,10 @@ async function refresh() {
     if (target !== results) return; // the tab changed meanwhile
     for (const c of old) c.destroy();
     target.replaceChildren(...[nodes].flat(Infinity).filter(Boolean));
-    if (!document.body.dataset.rendered) window.firstPaintMs = performance.now() - window.tabStarted;
+    if (!document.body.dataset.rendered) {
+      window.firstPaintMs = performance.now() - window.tabStarted; // since the tab was chosen
+      if (window.paintedAt === undefined) window.paintedAt = performance.now(); // since navigation
+    }
     document.body.dataset.rendered = tab;
     document.body.dataset.refreshed = String(Date.now());
   })();
