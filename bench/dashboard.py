@@ -274,15 +274,22 @@ def _blast(sock: Path, clients: int, n: int) -> None:
         t.join()
 
 
+last_error = [""]
+
+
 def _refresher(url: str, stop: threading.Event, counts: list[int]) -> None:
     """What open pages do, and more: every panel of every tab once a second."""
     panels = ["head", "overview", "activity", "tools", "sessions", "git", "kinds", "health"]
     while not stop.is_set():
         t0 = time.time()
         for p in panels:
-            with urllib.request.urlopen(url + "api/" + p, timeout=10) as r:
-                r.read()
-            counts[0] += 1
+            try:
+                with urllib.request.urlopen(url + "api/" + p, timeout=10) as r:
+                    r.read()
+                counts[0] += 1
+            except OSError as e:  # 503: a query over its time limit, or all connections busy
+                counts[1] += 1
+                last_error[0] = str(e)
         stop.wait(max(0.0, 1.0 - (time.time() - t0)))
 
 
@@ -290,7 +297,7 @@ def ingest_with_dashboard(clients: int = 4, n: int = 50_000, pairs: int = 3) -> 
     """Events/s into a daemon, alone and while a dashboard on its database refreshes every
     panel every second; alternated, ``pairs`` times."""
     rates: dict[bool, list[float]] = {False: [], True: []}
-    requests = [0]
+    requests = [0, 0]
     for _ in range(pairs):
         for with_dash in (False, True):
             with daemon() as d:
@@ -316,7 +323,14 @@ def ingest_with_dashboard(clients: int = 4, n: int = 50_000, pairs: int = 3) -> 
                     dash.communicate(timeout=10)
     ratios = [a / b for a, b in zip(rates[True], rates[False], strict=True)]
     ratio, spread = median_spread(ratios)
-    return {"alone": statistics.median(rates[False]), "ratio": ratio, "spread": spread, "requests": requests[0]}
+    return {
+        "alone": statistics.median(rates[False]),
+        "ratio": ratio,
+        "spread": spread,
+        "requests": requests[0],
+        "errors": requests[1],
+        "last_error": last_error[0],
+    }
 
 
 def main() -> None:
