@@ -6,6 +6,7 @@
     hookd/writer/   the writer process, and the commands that write the store without a daemon
     hookd/ops/      operator commands that read, ask or install
     hookd/forwarder/ the forwarder process: committed events to PostgreSQL
+    hookd/dashboard/ the dashboard process (``hookd dashboard``): an HTTP server reading the store
 
 Rules, read from the source with ``ast`` (every import, also those inside functions):
 
@@ -16,6 +17,9 @@ Rules, read from the source with ``ast`` (every import, also those inside functi
 4. the shared modules import only shared modules (``cli`` dispatches to all, lazily);
 5. the forwarder imports only shared modules and its own, and nothing it reaches imports
    asyncio, uvloop or aiosqlite: it runs no event loop.
+6. the dashboard imports only shared modules and the operator commands' readers (``hookd.ops``):
+   never the daemon nor the writer (its queries must never run in their processes), and no
+   event loop (it is a threaded ``http.server``).
 """
 
 from __future__ import annotations
@@ -67,9 +71,9 @@ def top(name: str) -> str:
 
 
 def area(name: str) -> str:
-    """daemon, writer, ops, forwarder, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
+    """daemon, writer, ops, forwarder, dashboard, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
     parts = name.split(".")
-    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops", "forwarder"):
+    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops", "forwarder", "dashboard"):
         return parts[1]
     return "entry" if name in ("hookd.cli", "hookd.__main__") else "shared"
 
@@ -119,6 +123,17 @@ def violations(package: Path) -> list[str]:
                 for d in sorted(deps)
                 if area(d) == "daemon"
             ]
+        elif where == "dashboard":
+            bad += [
+                f"{mod} imports {d}: the dashboard reads the store itself, never through the daemon or the writer"
+                for d in sorted(deps)
+                if area(d) in ("daemon", "writer")
+            ]
+            bad += [
+                f"{mod} imports {e}: the dashboard runs no event loop"
+                for e in sorted(graph[mod])
+                if top(e) in EVENT_LOOP
+            ]
         elif where == "shared":
             bad += [
                 f"{mod} imports {d}: a shared module imports only shared modules"
@@ -135,7 +150,7 @@ def test_the_import_rules_hold() -> None:
 def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     """The checker is not vacuous: each rule, broken on purpose in a copy, is reported."""
     pkg = tmp_path / "hookd"
-    for sub in ("", "daemon", "writer", "ops", "forwarder"):
+    for sub in ("", "daemon", "writer", "ops", "forwarder", "dashboard"):
         (pkg / sub).mkdir(parents=True, exist_ok=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "wire.py").write_text("import struct\n")
@@ -148,6 +163,9 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     (pkg / "paths.py").write_text("from hookd.ops import status\n")
     (pkg / "forwarder" / "forwarder.py").write_text("from hookd.writer import schema\nfrom hookd import wire\n")
     (pkg / "forwarder" / "pg.py").write_text("import asyncio\n")
+    (pkg / "dashboard" / "server.py").write_text(
+        "import asyncio\nfrom hookd.daemon import app\nfrom hookd.ops import status\n"
+    )
     found = "\n".join(violations(pkg))
     assert "hookd.writer.writer reaches hookd.framing, which imports asyncio" in found
     assert "hookd.writer.importer reaches hookd.daemon.app: the writer must not import the daemon" in found
@@ -158,6 +176,9 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     assert "hookd.forwarder.forwarder imports hookd.writer.schema: the forwarder imports only shared" in found
     assert "hookd.forwarder.pg reaches hookd.forwarder.pg, which imports asyncio: the forwarder runs no" in found
     assert "hookd.forwarder.forwarder imports hookd.wire" not in found
+    assert "hookd.dashboard.server imports hookd.daemon.app: the dashboard reads the store itself" in found
+    assert "hookd.dashboard.server imports asyncio: the dashboard runs no event loop" in found
+    assert "hookd.dashboard.server imports hookd.ops.status" not in found
 
 
 def test_the_writer_process_loads_no_event_loop() -> None:

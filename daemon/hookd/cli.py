@@ -23,7 +23,7 @@ from hookd.errors import EXIT_MEANINGS, ConfigError, Exit, HookdError, UsageErro
 from hookd.framing import normalize_type
 from hookd.paths import PATH_RULES, check_socket_path
 from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings
-from hookd.values import format_size
+from hookd.values import format_size, parse_listen
 
 log = logging.getLogger("hookd")
 
@@ -244,6 +244,28 @@ def _config_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_flags(cfg)
 
 
+def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
+    dash = _command(
+        sub,
+        "dashboard",
+        "serve the dashboard on loopback and print its URL",
+        "Serve the dashboard (tabs Overview, Activity, Tools, Sessions, Git, Kinds, Health over "
+        "the live database) in the foreground until Ctrl-C or SIGTERM; its URL is printed first. "
+        "It reads the database read-only, in a process of its own, and answers only your own "
+        "uid on loopback (other users' connections are closed unanswered and counted). The "
+        "daemon need not run; Health then says so.",
+        example="example: hookd dashboard --open",
+    )
+    dash.add_argument("--open", action="store_true", help="also open the URL in a web browser")
+    dash.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to serve, a loopback address; port 0 takes a free port (dashboard.listen, HOOKD_DASHBOARD; "
+        "default 127.0.0.1:8788)",
+    )
+    _add_config_flags(dash)
+
+
 def _vacuum_parser(sub: argparse._SubParsersAction) -> None:
     vac = _command(
         sub,
@@ -384,6 +406,7 @@ PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _tail_parser,
     _query_parser,
     _config_parser,
+    _dashboard_parser,
     _vacuum_parser,
     _emit_parser,
     _service_parsers,
@@ -655,6 +678,38 @@ def cmd_query(args: argparse.Namespace) -> int:
     return despite(problems, lambda: query(settings, args.sql, args.json))
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from hookd.dashboard.server import serve
+
+    settings = settings_from(args)
+    if args.listen is not None:
+        try:
+            settings.dashboard_listen = parse_listen(args.listen)
+        except ValueError as e:
+            raise UsageError(f"--listen: {e}") from None
+        settings.sources["dashboard_listen"] = "flag --listen"
+        settings.validate()
+    if settings.dashboard_listen is None:
+        raise ConfigError("dashboard.listen is off: set it to a loopback HOST:PORT, or pass --listen")
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
+
+    def ready(url: str) -> None:
+        print(url, flush=True)  # first, alone on its line: scripts read it
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        serve(settings, settings.dashboard_listen, ready)
+    except OSError as e:
+        raise HookdError(
+            f"cannot serve the dashboard on {settings.dashboard_listen}: {e.strerror or e} (another dashboard "
+            "running? choose another port with --listen or dashboard.listen)"
+        ) from None
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.json:
@@ -732,6 +787,7 @@ COMMANDS = {
     "tail": cmd_tail,
     "query": cmd_query,
     "config": cmd_config,
+    "dashboard": cmd_dashboard,
     "run": cmd_run,
     "emit": cmd_emit,
     "rebuild": cmd_rebuild,

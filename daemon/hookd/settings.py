@@ -326,6 +326,16 @@ KEYS: Final[tuple[Key, ...]] = (
         False,
         "let http.listen be a non-loopback address (then http.token_file is required)",
     ),
+    # Read by `hookd dashboard` (its own process), not by the daemon. Loopback only, always:
+    # the dashboard shows prompts, commands and file paths; another local uid gets nothing.
+    Key(
+        "dashboard.listen",
+        "dashboard_listen",
+        parse_listen,
+        "127.0.0.1:8788",
+        "where `hookd dashboard` serves the dashboard: a loopback HOST:PORT (port 0: any free port)",
+        env="HOOKD_DASHBOARD",
+    ),
     Key(
         "log.level",
         "log_level",
@@ -511,6 +521,8 @@ class Settings:
     forward_interval: float = _default("forward_interval")
     forward_max_lag: float = _default("forward_max_lag")
     stale_after: float = _default("stale_after")
+    #: "HOST:PORT" of ``hookd dashboard`` (loopback), or None ("off").
+    dashboard_listen: str | None = _default("dashboard_listen")
     types: dict[str, TypeConfig] = field(default_factory=dict)
     #: Incoming (normalized) type -> the type it is stored as.
     aliases: dict[str, str] = field(default_factory=dict)
@@ -547,7 +559,20 @@ class Settings:
             report(error)
             drop()
         self._validate_http()
+        self._validate_dashboard()
         return self
+
+    def _validate_dashboard(self) -> None:
+        """The dashboard serves loopback only: no setting lets other machines see it."""
+        if self.dashboard_listen is None:
+            return
+        host, _port = split_listen(self.dashboard_listen)
+        if not is_loopback(host):
+            label = KEYS_BY_ATTR["dashboard_listen"].label(self.sources.get("dashboard_listen", "default"))
+            raise ConfigError(
+                f"{label}: {host} is not a loopback address (127.0.0.1, [::1], localhost); the dashboard "
+                "shows prompts, commands and file paths and is served on loopback only"
+            )
 
     def _validate_http(self) -> None:
         """Loopback only, unless ``http.allow_remote``; and then a token is required."""

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hookd.daemon.http_protocol import HttpProtocol
-from hookd.daemon.peer_uid import PeerUids
 from hookd.errors import ConfigError, HookdError
 from hookd.framing import Peer
+from hookd.peer_uid import PeerUids
 from hookd.settings import Settings
 from hookd.values import is_loopback, split_listen
 

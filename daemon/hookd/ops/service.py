@@ -9,7 +9,7 @@ enabled and started; elsewhere the exact commands are printed for the user to ru
 With ``http.listen`` set, a third unit, ``hookd-http.socket`` (template ``systemd/hookd-http.socket``),
 holds the HTTP port the same way, and hookd.service is rendered to want it and to allow exactly
 the address families that port needs (``AF_INET`` or ``AF_INET6``, and ``AF_NETLINK`` for the
-peer-uid lookup, daemon/hookd/daemon/peer_uid.py). With ``forward.url`` set, it allows
+peer-uid lookup, daemon/hookd/peer_uid.py). With ``forward.url`` set, it allows
 ``AF_INET`` and ``AF_INET6`` too, for the forwarder's connection to PostgreSQL.
 """
 

@@ -227,6 +227,12 @@ def _types_seen(conn: sqlite3.Connection, now: float) -> dict[str, TypeSeen]:
     return seen
 
 
+def type_states(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[str, dict[str, Any]]:
+    """Per type, seen or expected: its state and figures, as ``hookd status`` shows them (the
+    dashboard's Overview asks this too)."""
+    return _type_states(settings, _types_seen(conn, now), now)
+
+
 def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> dict[str, dict[str, Any]]:
     """Per type, seen or expected: live, stale, never or future, with its figures."""
     types: dict[str, dict[str, Any]] = {}

@@ -60,6 +60,12 @@ UPDATE_TYPE = (
 )
 
 
+def deleted(db: Any) -> int:
+    """Events the last DELETE removed. Not ``total_changes``: that also counts what the
+    summaries' trigger changed (schema migration 7), SQL's ``changes()`` does not."""
+    return db.execute("SELECT changes()").fetchone()[0]
+
+
 def step(db: Any, policy: Policy, now: float | None = None, limit: int | None = None) -> StepResult:
     """Delete at most ``limit`` events that the policy says are due, in one transaction.
 
@@ -95,10 +101,9 @@ def _delete_aged(db: Any, policy: Policy, now: float, budget: int, res: StepResu
         if budget <= 0:
             res.more = True
             break
-        before = db.total_changes
         bound = NO_BOUND if policy.forwarded is None else policy.forwarded
         db.execute(DELETE_AGED, (etype, now - age, bound, budget))
-        n = db.total_changes - before
+        n = deleted(db)
         removed[etype] = removed.get(etype, 0) + n
         res.age += n
         budget -= n
@@ -176,9 +181,8 @@ def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int
             "SELECT count(*) FROM events WHERE eid > ? AND eid <= ? AND type NOT IN (SELECT value FROM json_each(?))",
             (policy.forwarded, hi, spare),
         ).fetchone()[0]
-    before = db.total_changes
     db.execute("DELETE FROM events WHERE eid <= ? AND type NOT IN (SELECT value FROM json_each(?))", (hi, spare))
-    return db.total_changes - before, by_type, unforwarded
+    return deleted(db), by_type, unforwarded
 
 
 def _spare_unforwarded(db: Any, policy: Policy, hi: int, spare: str) -> int:

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
@@ -226,6 +227,104 @@ def _m_rejected_line_key(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS rejected_line_key ON rejected(line_key) WHERE line_key IS NOT NULL")
 
 
+def _latest(col: str) -> str:
+    """An upsert's ``col`` kept as the larger of the stored and the new value, NULL meaning none
+    (SQLite's two-argument max() is NULL when either is): what ``max(col)`` over all rows gives."""
+    return (
+        f"{col} = CASE WHEN excluded.{col} IS NULL THEN {col} WHEN {col} IS NULL THEN excluded.{col} "
+        f"ELSE max({col}, excluded.{col}) END"
+    )
+
+
+#: Migration 7: what the dashboard reads (hookd.dashboard), so that no panel scans ``events``.
+#: ``event_hours``: events per type and hour (``hour`` = floor(ts / 3600)); ``session_stats``:
+#: the ``sessions`` view as a table, one row per session; ``events_ts``: the Activity timeline and
+#: time ranges in ts order. The two tables are filled from each transaction's eid range by
+#: ``summarize`` (one aggregate over the rows just inserted, as ``event_types``); the trigger takes
+#: deleted events out again (retention, vacuum), so they stay exact. ``session_stats.started``
+#: is the first event ever seen of the session, even once retention deleted it.
+_DASHBOARD_SUMMARIES = """
+CREATE TABLE IF NOT EXISTS event_hours (
+    type  TEXT NOT NULL,
+    hour  INTEGER NOT NULL,               -- floor(ts / 3600): hours since the epoch, UTC
+    count INTEGER NOT NULL,
+    PRIMARY KEY (type, hour)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_hours_hour ON event_hours(hour);
+
+CREATE TABLE IF NOT EXISTS session_stats (
+    session       TEXT PRIMARY KEY,
+    started       REAL NOT NULL,
+    last_seen     REAL NOT NULL,
+    ended         REAL,                   -- its last session_end's ts
+    events        INTEGER NOT NULL,
+    prompts       INTEGER NOT NULL,
+    tool_calls    INTEGER NOT NULL,       -- pre_tool_use events
+    tool_failures INTEGER NOT NULL,       -- post_tool_use_failure events
+    tool_closed   INTEGER NOT NULL,       -- post_tool_use and post_tool_use_failure events
+    end_reason    TEXT,
+    cwd           TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS session_stats_started ON session_stats(started);
+
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+
+DROP TRIGGER IF EXISTS events_summaries_delete;
+CREATE TRIGGER events_summaries_delete AFTER DELETE ON events BEGIN
+    UPDATE event_hours SET count = count - 1 WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER);
+    DELETE FROM event_hours WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER) AND count <= 0;
+    UPDATE session_stats SET events = events - 1,
+                             prompts = prompts - (old.type = 'user_prompt_submit'),
+                             tool_calls = tool_calls - (old.type = 'pre_tool_use'),
+                             tool_failures = tool_failures - (old.type = 'post_tool_use_failure'),
+                             tool_closed = tool_closed - (old.type IN ('post_tool_use', 'post_tool_use_failure'))
+        WHERE session = old.session;
+    DELETE FROM session_stats WHERE session = old.session AND events <= 0;
+END;
+"""
+
+_HOURS_FROM = (
+    "INSERT INTO event_hours (type, hour, count) "
+    "SELECT type, CAST(ts / 3600 AS INTEGER), count(*) FROM events WHERE {where} GROUP BY 1, 2 "
+    "ON CONFLICT(type, hour) DO UPDATE SET count = count + excluded.count"
+)
+_SESSIONS_FROM = (
+    "INSERT INTO session_stats (session, started, last_seen, ended, events, prompts, tool_calls, tool_failures, "
+    "tool_closed, end_reason, cwd) "
+    "SELECT session, min(ts), max(ts), max(CASE WHEN type = 'session_end' THEN ts END), count(*), "
+    "sum(type = 'user_prompt_submit'), sum(type = 'pre_tool_use'), sum(type = 'post_tool_use_failure'), "
+    "sum(type IN ('post_tool_use', 'post_tool_use_failure')), "
+    "max(CASE WHEN type = 'session_end' THEN json_extract(data, '$.reason') END), "
+    "max(CASE WHEN type = 'session_start' THEN json_extract(data, '$.cwd') END) "
+    "FROM events WHERE {where} AND session IS NOT NULL GROUP BY session "
+    "ON CONFLICT(session) DO UPDATE SET started = min(started, excluded.started), "
+    "last_seen = max(last_seen, excluded.last_seen), events = events + excluded.events, "
+    "prompts = prompts + excluded.prompts, tool_calls = tool_calls + excluded.tool_calls, "
+    "tool_failures = tool_failures + excluded.tool_failures, tool_closed = tool_closed + excluded.tool_closed, "
+    + ", ".join(_latest(c) for c in ("ended", "end_reason", "cwd"))
+)
+#: The summaries of the rows of one transaction, found by their eid range (``summarize``).
+HOURS_FROM_RANGE = _HOURS_FROM.format(where="eid BETWEEN ?1 AND ?2")
+SESSIONS_FROM_RANGE = _SESSIONS_FROM.format(where="eid BETWEEN ?1 AND ?2")
+
+
+def _m_dashboard_summaries(db: sqlite3.Connection) -> None:
+    """Migration 7 (see ``_DASHBOARD_SUMMARIES``). Can run twice: the tables are filled anew."""
+    for stmt in _statements(_DASHBOARD_SUMMARIES):
+        db.execute(stmt)
+    db.execute("DELETE FROM event_hours")
+    db.execute("DELETE FROM session_stats")
+    db.execute(_HOURS_FROM.format(where="true"))
+    db.execute(_SESSIONS_FROM.format(where="true"))
+
+
+def summarize(db: Any, lo: int, hi: int) -> None:
+    """Add the events with eids ``lo``..``hi`` (just inserted, in the caller's transaction) to
+    ``event_hours`` and ``session_stats``."""
+    db.execute(HOURS_FROM_RANGE, (lo, hi))
+    db.execute(SESSIONS_FROM_RANGE, (lo, hi))
+
+
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial", _m001_initial),
@@ -233,6 +332,9 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (3, "analysis_views", _m003_analysis_views),
     (4, "claude_code_pairing", _m004_claude_code_pairing),
     (5, "rejected_line_key", _m_rejected_line_key),
+    # 6 is the telemetry views' (branch otlp); until it is merged a database goes from 5 to 7,
+    # and migrate() still applies 6 later (it applies every version not recorded).
+    (7, "dashboard_summaries", _m_dashboard_summaries),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -313,9 +415,12 @@ def migrate(db: sqlite3.Connection) -> list[str]:
                 f"database schema version {current} is newer than this hookd understands "
                 f"({SCHEMA_VERSION}); upgrade hookd"
             )
+        # Every migration not recorded, not only those above the highest recorded: branches
+        # that each add one (numbered ahead for another's) must not skip each other's.
+        done = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
         applied = []
         for version, name, fn in MIGRATIONS:
-            if version <= current:
+            if version in done:
                 continue
             db.execute("BEGIN IMMEDIATE")
             try:

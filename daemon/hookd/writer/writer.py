@@ -184,7 +184,9 @@ class Writer:
             before = db.total_changes
             db.executemany(schema.INSERT_EVENT, rows)
             stored = db.total_changes - before
-            db.execute(schema.TYPES_FROM_RANGE, (min(r[EID] for r in rows), max(r[EID] for r in rows)))
+            lo, hi = min(r[EID] for r in rows), max(r[EID] for r in rows)
+            db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
+            schema.summarize(db, lo, hi)
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
@@ -317,6 +319,7 @@ class Writer:
                 db.executemany(schema.ADD_TYPE_COUNTS, txn.types)
             else:
                 db.execute(schema.TYPES_FROM_RANGE, (txn.lo, txn.hi))
+            schema.summarize(db, txn.lo, txn.hi)
             self._new_views()
         schema.bump_counters(db, txn.counts)
         if txn.rejected:
