@@ -138,14 +138,14 @@ def inflate(body: bytes, encoding: bytes, limit: int = MAX_INFLATED) -> bytes:
 
 def parse(signal: str, fmt: str, body: bytes) -> Message:
     """The Export<signal>ServiceRequest in ``body``; OtlpError(400) for anything else."""
-    cls, json_key, _field = _REQUESTS[signal]
+    cls, json_key, field_name = _REQUESTS[signal]
     request = cls()
     if fmt == PROTOBUF:
         try:
             request.ParseFromString(body)
         except (DecodeError, RuntimeError, ValueError) as e:
             raise OtlpError(400, "bad_protobuf", f"not a protobuf {cls.__name__}: {e}") from None
-        if body and not request.ByteSize():
+        if body and not len(getattr(request, field_name)):
             # Bytes that parsed into nothing known: unknown fields only, not OTLP.
             raise OtlpError(400, "not_otlp", f"the body holds no {cls.__name__} field: is this OTLP {signal}?")
         return request
@@ -282,7 +282,7 @@ def log_event(record: Any, res: _Resource) -> dict[str, Any]:
         ("scope_version", res.scope_version),
     )
     ev.update((k, v) for k, v in optional if v)
-    if record.time_unix_nano and record.observed_time_unix_nano:
+    if record.time_unix_nano and record.observed_time_unix_nano not in (0, record.time_unix_nano):
         ev["observed_ts"] = record.observed_time_unix_nano / 1e9
     if res.attrs:
         ev["resource"] = res.attrs
