@@ -13,6 +13,7 @@ import gzip
 import http.client
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,7 +167,8 @@ def _check_stored_record(hd: Daemon) -> None:
     assert data["event.sequence"] == 5 and data["body"] == "claude_code.tool_result" and data["scope"] == SCOPE
     assert data["resource"]["service.name"] == "claude-code"
     (api,) = hd.query(
-        "SELECT data FROM events WHERE type = 'claude_code_api_request' AND json_extract(data, '$.request_id') = 'req_0'"
+        "SELECT data FROM events WHERE type = 'claude_code_api_request' "
+        "AND json_extract(data, '$.request_id') = 'req_0'"
     )
     api = json.loads(api[0])
     assert api["cost_usd"] == 0.125 and api["input_tokens"] == 1200 and isinstance(api["input_tokens"], int)
@@ -399,11 +401,10 @@ def test_a_record_too_large_to_store_is_a_partial_success(home: Path) -> None:
 
 @needs_curl
 def test_another_user_is_refused_on_the_otlp_paths(hd: Daemon) -> None:
-    import subprocess
-
     body = log_request(A, 1, "nobody").SerializeToString()
-    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", CURL or "curl", "-s", "-o",
-           "/dev/null", "-w", "%{http_code}", "-H", f"Content-Type: {PROTOBUF}", "--data-binary", "@-", endpoint(hd)]  # fmt: skip
+    nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    curl = [CURL or "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Content-Type: {PROTOBUF}"]
+    cmd = [*nobody, *curl, "--data-binary", "@-", endpoint(hd)]
     r = subprocess.run(cmd, input=body, capture_output=True, timeout=60)
     assert r.stdout == b"403", r
     assert daemon_status(hd)["http"]["by_reason"].get("refused_uid") == 1

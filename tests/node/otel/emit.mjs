@@ -3,6 +3,9 @@
 //
 //   node emit.mjs URL json|proto SESSION COUNT
 //
+// URL "-": the exporter's own default, from OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/logs), as the
+// environment that `hookd hooks install-claude --telemetry` writes gives Claude Code.
+//
 // COUNT api_request records (cost_usd 0.25 + i/1000, input_tokens 100 + i, a double and ints as
 // Claude Code sends them) and one tool_result (its duration_ms and success as strings), in
 // batches of up to 512; prints {"ok":true} once the exporter reports every export a success.
@@ -14,7 +17,7 @@ import { OTLPLogExporter as ProtoExporter } from '@opentelemetry/exporter-logs-o
 const [url, format, session, countText] = process.argv.slice(2);
 const count = Number(countText);
 const Exporter = format === 'json' ? JsonExporter : ProtoExporter;
-const exporter = new Exporter({ url, timeoutMillis: 10000 });
+const exporter = new Exporter(url === '-' ? { timeoutMillis: 10000 } : { url, timeoutMillis: 10000 });
 const failures = [];
 const realExport = exporter.export.bind(exporter);
 exporter.export = (records, done) => realExport(records, (result) => {
