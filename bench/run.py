@@ -23,7 +23,17 @@ from pathlib import Path
 
 from common import ROOT, Result
 
-MODULES = ["ingest", "conn_per_event", "latency", "http_hooks", "import_bulk", "memory", "peer_rsyslog", "hotpath"]
+MODULES = [
+    "ingest",
+    "conn_per_event",
+    "latency",
+    "http_hooks",
+    "otlp",
+    "import_bulk",
+    "memory",
+    "peer_rsyslog",
+    "hotpath",
+]
 BEGIN = "<!-- bench:begin (written by bench/run.py; edit the text around it, not inside) -->"
 END = "<!-- bench:end -->"
 
@@ -80,7 +90,7 @@ def main() -> None:
         t = time.monotonic()
         try:
             mod = importlib.import_module(name)
-            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks") else args.runs
+            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks", "otlp") else args.runs
             results += mod.measure(runs=runs, quick=args.quick)
         except Exception:
             failed.append(name)

@@ -14,6 +14,7 @@ import http.client
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from test_hardening import NOBODY, rejected_by_reason
 from test_http import CURL, address, daemon_status, needs_curl
 
-from conftest import Daemon, wait_until
+from conftest import Daemon, clean_env, wait_until
 from hookd import otlp
 
 SCOPE = "com.anthropic.claude_code.events"
@@ -410,3 +411,27 @@ def test_another_user_is_refused_on_the_otlp_paths(hd: Daemon) -> None:
     assert daemon_status(hd)["http"]["by_reason"].get("refused_uid") == 1
     assert _post_after(hd)[0] == 200
     assert hd.wait_count(1) == 1 and hd.count(f"session = '{A}'") == 1
+
+
+def test_status_lists_the_telemetry_kinds_and_tail_sums_up_an_api_request(hd: Daemon, home: Path) -> None:
+    from hookd.ops.summary import summary
+
+    c = http.client.HTTPConnection(*address(hd), timeout=30)
+    try:
+        assert send(c, log_request(A, 2, "status").SerializeToString())[0] == 200
+    finally:
+        c.close()
+    assert hd.wait_count(2) == 2
+    env = clean_env(home)
+    out = subprocess.run(
+        [sys.executable, "-m", "hookd", "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    types = json.loads(out.stdout)["types"]
+    assert types["claude_code_api_request"]["count"] == 2 and types["claude_code_api_request"]["state"] == "live"
+    (data,) = hd.query("SELECT data FROM events LIMIT 1")[0]
+    assert summary("claude_code_api_request", json.loads(data)) == "claude-sonnet-4-5 $0.5000; 10 in / 0 out tokens"
+    full = {"model": "m", "cost_usd": "0.0123", "input_tokens": 1200, "output_tokens": 310,
+            "cache_read_tokens": 5000, "cache_creation_tokens": 40, "duration_ms": "912"}  # fmt: skip
+    assert summary("claude_code_api_request", full) == (
+        "m $0.0123; 1,200 in / 310 out tokens; cache 5,000 read / 40 written; 912 ms"
+    )
