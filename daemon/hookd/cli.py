@@ -347,7 +347,14 @@ installation's hookd-emit by its absolute path, so Claude Code's PATH does not m
 HOOKD_HTTP): http hooks where Claude Code allows them, no process per event, but an event is
 lost while nothing listens on the port (socket activation prevents that). --command: a
 `hookd-emit -` process per event, spooled while the daemon is down. SessionStart, Setup and
-PermissionRequest always use the command."""
+PermissionRequest always use the command.
+
+--telemetry also adds to the file's env what makes Claude Code export its OpenTelemetry logs
+and metrics (cost, tokens, API errors) to the HTTP listener: CLAUDE_CODE_ENABLE_TELEMETRY=1,
+OTEL_LOGS_EXPORTER=otlp, OTEL_METRICS_EXPORTER=otlp, OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf,
+OTEL_EXPORTER_OTLP_ENDPOINT; a differing value of yours is refused, never overwritten. Whether
+tool details and prompt text are exported stays yours: OTEL_LOG_TOOL_DETAILS,
+OTEL_LOG_USER_PROMPTS (docs/integrations.md, "Telemetry"). --no-telemetry removes it."""
 
 
 def _claude_parsers(hooks_sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,8 @@ socket (the lines go to ``Ingest.lines`` like the socket's). Replies (docs/proto
   with ``?wait=1``, ``200 {"ok":true,"eid":N}`` once committed;
 - NDJSON: ``204`` when every line was accepted, else a summary with the first errors; with
   ``?wait=1``, the summary once every line is committed;
+- ``POST /v1/logs``, ``/v1/metrics``: OpenTelemetry's OTLP/HTTP, handed to daemon/otlp_http.py
+  (``Request.otlp``), which buffers, decodes and answers it;
 - ``404`` another path, ``405`` another method, ``415`` another body type, ``401`` without the
   token (when one is configured): answered after the request's body, which is discarded, on a
   connection kept open;
