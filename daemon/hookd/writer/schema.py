@@ -237,6 +237,7 @@ CREATE INDEX IF NOT EXISTS events_otel_tool_use_id ON events(json_extract(data, 
 
 -- Cost and tokens per session, from the api_request records (api_error counted beside them);
 -- first_ts and last_ts span all the session's events, hooks and telemetry.
+DROP VIEW IF EXISTS session_usage;
 CREATE VIEW session_usage AS
 SELECT session,
        total(cost_usd)                        AS cost_usd,
@@ -274,6 +275,7 @@ GROUP BY session;
 
 -- The same per prompt (the telemetry's prompt.id, the hooks' prompt_id), with the prompt's
 -- tool calls: distinct tool_use_ids of tool_result records and PreToolUse hooks.
+DROP VIEW IF EXISTS prompt_usage;
 CREATE VIEW prompt_usage AS
 SELECT prompt_id,
        max(session)                           AS session,
@@ -327,6 +329,7 @@ GROUP BY prompt_id;
 -- series' total is the last point of each start time, added up over start times (a restart
 -- of the exporter begins a new one); a delta series' is the sum of its points; a gauge's is
 -- its last point.
+DROP VIEW IF EXISTS metric_totals;
 CREATE VIEW metric_totals AS
 SELECT series, session, name, unit, kind, temporality, attributes,
        CASE WHEN temporality = 'delta' THEN sum(value)
@@ -421,7 +424,8 @@ WHERE pre.type = 'pre_tool_use';
 
 def _m_telemetry_usage(db: sqlite3.Connection) -> None:
     """``session_usage``, ``prompt_usage``, ``metric_totals``; cost and tokens in ``sessions``,
-    the tool_result telemetry in ``tool_calls``. Numbered in MIGRATIONS only (6)."""
+    the tool_result telemetry in ``tool_calls``. Numbered in MIGRATIONS only (6), and it can run
+    twice (every view dropped first, the index IF NOT EXISTS), like migration 5."""
     for stmt in _statements(_TELEMETRY_USAGE):
         db.execute(stmt)
 
