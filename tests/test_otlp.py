@@ -157,6 +157,7 @@ def test_python_sdk_logs_every_record_once_and_the_views_add_up(hd: Daemon) -> N
     _check_session_usage(hd)
     _check_joins(hd)
     assert otlp_counts(hd)["logs"] == {"records": 2 * len(records), "rejected": 0, "requests": 2}
+    assert otlp_counts(hd)["buffered_bytes"] == 0
 
 
 def _check_stored_record(hd: Daemon) -> None:
@@ -435,3 +436,16 @@ def test_status_lists_the_telemetry_kinds_and_tail_sums_up_an_api_request(hd: Da
     assert summary("claude_code_api_request", full) == (
         "m $0.0123; 1,200 in / 310 out tokens; cache 5,000 read / 40 written; 912 ms"
     )
+
+
+def test_a_body_cut_short_gives_its_memory_back(hd: Daemon) -> None:
+    """A client that sends half an export and goes away: the bytes it held return to the shared
+    budget (else 64 MiB of abandoned uploads would refuse every export after them with 503)."""
+    body = log_request(A, 50, "half").SerializeToString()
+    s = socket.create_connection(address(hd), timeout=30)
+    s.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])  # fmt: skip
+    wait_until(lambda: otlp_counts(hd)["buffered_bytes"] == len(body) // 2, what="the half body held")
+    s.close()
+    wait_until(lambda: otlp_counts(hd)["buffered_bytes"] == 0, what="the half body given back")
+    assert _post_after(hd)[0] == 200 and hd.wait_count(1) == 1

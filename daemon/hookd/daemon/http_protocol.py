@@ -291,12 +291,16 @@ class HttpProtocol(asyncio.Protocol):
         if self._req is not None:  # a request cut short: nobody is left to answer
             if self._queue and self._queue[-1] is self._req:
                 self._queue.pop()
+            if self._req.otlp is not None:
+                self._req.otlp.abandon()  # its body's bytes back to the shared budget
             self._req = None
         return bool(self._queue) and not self._ending
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
             self._linger.cancel()
+        if self._req is not None and self._req.otlp is not None:
+            self._req.otlp.abandon()
         self._queue.clear()
         self._transport = None
         self._lst.closed(self)

@@ -83,8 +83,11 @@ class OtlpReceiver:
 
     def status(self) -> dict[str, Any]:
         """The ``otlp`` part of the listener's ``!status``: per signal, requests answered
-        200, records (or points) received, records rejected, errors by reason."""
-        return {signal: dict(sorted(c.items())) for signal, c in self.counts.items()}
+        200, records (or points) received, records rejected, errors by reason; and the bytes of
+        OTLP bodies held now (``buffered_bytes``, at most ``MAX_BUFFERED``)."""
+        out: dict[str, Any] = {signal: dict(sorted(c.items())) for signal, c in self.counts.items()}
+        out["buffered_bytes"] = self.budget.used
+        return out
 
 
 class OtlpRequest:
@@ -146,6 +149,10 @@ class OtlpRequest:
         self.rx.reject("too_long", detail, head, size, peer)
         self.rx.counts[self.signal]["too_long"] += 1
         return detail
+
+    def abandon(self) -> None:
+        """The client went away mid-body: give its bytes back (called by the protocol)."""
+        self._release()
 
     def _release(self) -> None:
         self.rx.budget.give(self.held)
