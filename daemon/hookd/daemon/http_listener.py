@@ -215,6 +215,7 @@ class HttpListener:
         backlog = self.settings.backlog
         self._server = await loop.create_server(lambda: HttpProtocol(self), sock=self.sock, backlog=backlog)
         self._sweeper = loop.create_task(self._sweep_idle(), name="hookd-http-idle-sweep")
+        self.otlp.preload()  # the OTLP decoder's imports, in its thread
         how = "" if self.owned else " (from systemd)"
         log.info("HTTP: POST http://%s/v1/events%s; peer uids by %s", self.address, how, self.peer_uids.method)
         log.info("OTLP/HTTP: POST http://%s/v1/logs and /v1/metrics (protobuf or JSON)", self.address)

@@ -22,24 +22,37 @@ one decoding thread, so one inflated body and its records at a time.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
-from hookd import otlp
 from hookd.framing import PREVIEW_BYTES, Peer
 from hookd.oversize import Budget
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    from hookd import otlp
     from hookd.daemon.http_listener import HttpListener
     from hookd.daemon.http_protocol import Request
 
 log = logging.getLogger("hookd.http")
 
-#: Request paths -> signal.
-PATHS: Final = {b"/v1/logs": otlp.LOGS, b"/v1/metrics": otlp.METRICS}
+#: Request paths -> signal (``hookd.otlp.LOGS``, ``METRICS``).
+PATHS: Final = {b"/v1/logs": "logs", b"/v1/metrics": "metrics"}
+#: ``hookd.otlp`` and the protobuf classes it loads take about 150 ms to import: not at the
+#: daemon's start (a socket-activated start answers its first hook sooner), but in the decoding
+#: thread once the listener runs (``OtlpReceiver.preload``), or at the first OTLP request.
+_MODULE = "hookd.otlp"
+
+
+def _otlp() -> ModuleType:
+    return importlib.import_module(_MODULE)
+
+
 #: Bytes of OTLP bodies held at once over all connections; a request past it is answered 503.
 MAX_BUFFERED: Final = 64 << 20
 #: Seconds an exporter is asked to wait before it sends again after a 503.
@@ -56,8 +69,12 @@ class OtlpReceiver:
         self.listener = listener
         self.budget = Budget(MAX_BUFFERED)
         self.jobs: set[asyncio.Future[Any]] = set()
-        self.counts: dict[str, Counter[str]] = {otlp.LOGS: Counter(), otlp.METRICS: Counter()}
+        self.counts: dict[str, Counter[str]] = {signal: Counter() for signal in PATHS.values()}
         self._executor: ThreadPoolExecutor | None = None
+
+    def preload(self) -> None:
+        """Import the decoder in the decoding thread, off the loop (see ``_MODULE``)."""
+        self.submit(importlib.import_module, _MODULE)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         if self._executor is None:
@@ -99,7 +116,7 @@ class OtlpRequest:
     def __init__(self, rx: OtlpReceiver, signal: str, headers: dict[bytes, bytes]) -> None:
         self.rx = rx
         self.signal = signal
-        self.fmt = otlp.media(headers.get(b"content-type", b""))
+        self.fmt = _otlp().media(headers.get(b"content-type", b""))
         self.encoding = headers.get(b"content-encoding", b"")
         self.chunks: list[bytes] = []
         self.size = 0  # bytes received
@@ -110,7 +127,7 @@ class OtlpRequest:
     @property
     def ctype(self) -> bytes:
         """The answer's Content-Type: the request's (JSON when it had none we know)."""
-        return otlp.RESPONSE_TYPES[self.fmt or otlp.JSON]
+        return _otlp().RESPONSE_TYPES[self.fmt or _otlp().JSON]
 
     def begin(self, req: Request, length: bytes | None, peer: Peer) -> str | None:
         """Decide what can be decided from the headers. Returns why the request is too large
@@ -119,18 +136,18 @@ class OtlpRequest:
             req.fail(415, "unsupported_media_type", "send Content-Type: application/x-protobuf or application/json")
             return None
         try:
-            otlp.check_encoding(self.encoding)
-        except otlp.OtlpError as e:
+            _otlp().check_encoding(self.encoding)
+        except _otlp().OtlpError as e:
             req.fail(e.status, e.reason, e.message)
             return None
-        if length is not None and length.isdigit() and int(length) > otlp.MAX_BODY:
+        if length is not None and length.isdigit() and int(length) > _otlp().MAX_BODY:
             return self._too_long(int(length), b"", peer)
         return None
 
     def feed(self, req: Request, data: bytes, peer: Peer) -> str | None:
         """One chunk of the body. Returns why the body is too large, else None."""
         self.size += len(data)
-        if self.size > otlp.MAX_BODY:
+        if self.size > _otlp().MAX_BODY:
             head = self.chunks[0] if self.chunks else data
             self._release()
             return self._too_long(self.size, head, peer)
@@ -144,8 +161,8 @@ class OtlpRequest:
         return None
 
     def _too_long(self, size: int, head: bytes, peer: Peer) -> str:
-        over = f"over {otlp.MAX_BODY}" if head else f"of {size}"
-        detail = f"an OTLP body {over} bytes exceeds the limit of {otlp.MAX_BODY} (export fewer records at once)"
+        over = f"over {_otlp().MAX_BODY}" if head else f"of {size}"
+        detail = f"an OTLP body {over} bytes exceeds the limit of {_otlp().MAX_BODY} (export fewer records at once)"
         self.rx.reject("too_long", detail, head, size, peer)
         self.rx.counts[self.signal]["too_long"] += 1
         return detail
@@ -174,7 +191,7 @@ class OtlpRequest:
         req.pending = 0
         try:
             decoded: otlp.Decoded = fut.result()
-        except otlp.OtlpError as e:
+        except _otlp().OtlpError as e:
             req.fail(e.status, e.reason, e.message)
             counts[e.reason] += 1
             if e.status in (400, 413):
@@ -186,7 +203,7 @@ class OtlpRequest:
         else:
             self._ingest(decoded, peer)
             counts["requests"] += 1
-            counts["records" if self.signal == otlp.LOGS else "points"] += decoded.items
+            counts["records" if self.signal == _otlp().LOGS else "points"] += decoded.items
             counts["rejected"] += self.rejected
         finish(req)
 
@@ -207,13 +224,13 @@ class OtlpRequest:
 
     def answer(self, req: Request) -> tuple[int, bytes, bytes]:
         """(status, body, extra headers) of the answer."""
-        fmt = self.fmt or otlp.JSON
+        fmt = self.fmt or _otlp().JSON
         if req.status:
             extra = b"Retry-After: %d\r\n" % RETRY_AFTER if req.status == 503 else b""
-            return req.status, otlp.status(fmt, req.detail), extra
-        return 200, otlp.success(self.signal, fmt, self.rejected, self.message), b""
+            return req.status, _otlp().status(fmt, req.detail), extra
+        return 200, _otlp().success(self.signal, fmt, self.rejected, self.message), b""
 
 
 def _decode(signal: str, fmt: str, encoding: bytes, chunks: list[bytes], max_line: int) -> otlp.Decoded:
     """In the decoding thread: the body joined there (not on the loop), then decoded."""
-    return otlp.decode(signal, fmt, encoding, b"".join(chunks), max_line)
+    return _otlp().decode(signal, fmt, encoding, b"".join(chunks), max_line)
