@@ -33,6 +33,7 @@ MODULES = [
     "memory",
     "peer_rsyslog",
     "hotpath",
+    "forward",
 ]
 BEGIN = "<!-- bench:begin (written by bench/run.py; edit the text around it, not inside) -->"
 END = "<!-- bench:end -->"
@@ -90,7 +91,7 @@ def main() -> None:
         t = time.monotonic()
         try:
             mod = importlib.import_module(name)
-            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks", "otlp") else args.runs
+            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks", "otlp", "forward") else args.runs
             results += mod.measure(runs=runs, quick=args.quick)
         except Exception:
             failed.append(name)

@@ -27,7 +27,17 @@ import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
 from hookd import cli, config, framing, otlp, oversize, spool, wal, wire
-from hookd.daemon import control_protocol, http_listener, http_protocol, limits, otlp_http, retention_schedule, sdnotify
+from hookd.daemon import (
+    control_protocol,
+    forwarder_link,
+    http_listener,
+    http_protocol,
+    limits,
+    otlp_http,
+    retention_schedule,
+    sdnotify,
+)
+from hookd.forwarder import forwarder as forwarder_process
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
 from hookd.paths import Paths
@@ -213,6 +223,11 @@ FIGURES = [
     Figure("docs/protocol.md", r"`dropped.log` is read (a second) after the rename", spool.LOG_SETTLE),
     Figure("docs/reliability.md", r"deleted by the daemon (one hour) later", spool.STALE_TEMP),
     Figure("docs/configuration.md", r"for (a day) after the last one", status_command.DROPPED_RECENT),
+    # Forwarding to PostgreSQL: its backoff and how often a changed error is logged
+    Figure("docs/operations.md", r"retrying every ([\d.]+ s) doubling", forwarder_process.BACKOFF_MIN),
+    Figure("docs/operations.md", r"doubling to (\d+ s);", forwarder_process.BACKOFF_MAX),
+    Figure("docs/operations.md", r"at most once (a minute) if the error changes", forwarder_process.LOG_EVERY),
+    Figure("docs/operations.md", r"restarted after (\d+ s) when it dies", forwarder_link.RESTART_DELAYS[0]),
     Figure("docs/protocol.md", r"`rejected` keeps the latest ([\d,]+) rows", schema.REJECTED_KEPT),
     Figure("docs/reliability.md", r"the latest ([\d,]+) rows \(at most", schema.REJECTED_KEPT),
     Figure("docs/integrations.md", r"`files` lists at most (\d+) names", githooks.MAX_FILES),

@@ -1,11 +1,16 @@
 // Per-hook latency as Claude Code pays it, in one Node process (bench/http_hooks.py runs it).
 //   node hook_latency.mjs URL BARE_URL COMMAND HTTP_CALLS CMD_CALLS BLOCK WARMUP
+// axios:   axios.post as Claude Code posts an http hook (its bundled client: axios 1.15.2 over
+//          node:http, Node 20's keep-alive global agent; the same options as Claude Code passes)
+// axiosBare: the same axios post to a bare server that answers 204 to anything (its floor here)
 // http:    fetch POST, keep-alive (Node's default agent), to hookd's HTTP listener
-// bare:    the same fetch to a bare server that answers 204 to anything (fetch's own floor here)
+// bare:    the same fetch to the bare server (fetch's own floor here)
 // command: child_process.execSync(COMMAND, {input: payload, shell: "/bin/sh"}), as Claude Code runs
 //          a command hook with the payload on stdin
-// The three alternate in blocks so that all see the same machine. Prints {http, bare, command}: µs.
+// All alternate in blocks so that all see the same machine. Prints {axios, axiosBare, http, bare,
+// command}: µs.
 import { execSync } from "node:child_process";
+import axios from "axios";
 
 const [url, bareUrl, command, httpCalls, cmdCalls, block, warmup] = process.argv.slice(2);
 const payload = (i) =>
@@ -26,13 +31,28 @@ async function post(target, i) {
   if (r.status !== 204) throw new Error(`${target}: status ${r.status}`);
 }
 
+async function axiosPost(target, i) {
+  // Claude Code 2.1.197: mb.post(url, body, {headers, signal, responseType: "text",
+  // validateStatus: () => true, maxRedirects: 0, proxy: false, lookup})
+  const r = await axios.post(target, payload(i), {
+    headers: { "Content-Type": "application/json" },
+    responseType: "text",
+    validateStatus: () => true,
+    maxRedirects: 0,
+    proxy: false,
+  });
+  if (r.status !== 204) throw new Error(`${target}: status ${r.status}`);
+}
+
 const now = () => process.hrtime.bigint();
 const us = (t0) => Number(now() - t0) / 1000;
-const out = { http: [], bare: [], command: [] };
+const out = { axios: [], axiosBare: [], http: [], bare: [], command: [] };
 let i = 0;
 for (let w = 0; w < +warmup; w++) {
   await post(url, i++);
   await post(bareUrl, i++);
+  await axiosPost(url, i++);
+  await axiosPost(bareUrl, i++);
 }
 for (let w = 0; w < 5; w++) execSync(command, { input: payload(i++), shell: "/bin/sh", stdio: ["pipe", "ignore", "inherit"] });
 const cmdEvery = Math.max(1, Math.round(+httpCalls / +cmdCalls));
@@ -44,6 +64,12 @@ while (out.http.length < +httpCalls) {
     t0 = now();
     await post(bareUrl, i++);
     out.bare.push(us(t0));
+    t0 = now();
+    await axiosPost(url, i++);
+    out.axios.push(us(t0));
+    t0 = now();
+    await axiosPost(bareUrl, i++);
+    out.axiosBare.push(us(t0));
     if (out.http.length % cmdEvery === 0 && out.command.length < +cmdCalls) {
       t0 = now();
       execSync(command, { input: payload(i++), shell: "/bin/sh", stdio: ["pipe", "ignore", "inherit"] });

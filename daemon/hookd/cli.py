@@ -582,8 +582,12 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-size: {e}") from None
     if max_age == 0 or max_size == 0:
         raise UsageError("hookd vacuum: --max-age and --max-size must be more than zero")
-    paths = settings_from(args).paths
-    r = vacuum(paths, max_age=max_age, max_size=max_size)
+    from hookd.forwarding import forwarded_eid
+
+    settings = settings_from(args)
+    paths = settings.paths
+    # With forwarding on, events not forwarded yet are kept (as by the daemon's retention).
+    r = vacuum(paths, max_age=max_age, max_size=max_size, forwarded=forwarded_eid(settings))
     deleted = f"; {r.deleted} events deleted" if max_age is not None or max_size is not None else ""
     print(f"vacuumed {paths.db}: {human(r.before)} -> {human(r.after)}{deleted}")
     return 0
@@ -702,7 +706,8 @@ def moved_client_paths() -> tuple[Settings, list[str]] | None:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from hookd.ops.service import install
 
-    install(dry_run=args.dry_run, http=settings_from(args).http_listen)
+    settings = settings_from(args)
+    install(dry_run=args.dry_run, http=settings.http_listen, forward=settings.forward_url is not None)
     found = moved_client_paths()
     if found is not None and "socket" in found[1]:
         settings = found[0]

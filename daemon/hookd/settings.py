@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from hookd import wal
 from hookd.errors import ConfigError
+from hookd.forwarding import parse_host, parse_pg_url
 from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
 from hookd.oversize import CUT_FACTOR
 from hookd.paths import PATH_RULES, Paths
@@ -134,8 +135,10 @@ class Key:
             return format_duration(value)
         if self.parse in (parse_size, size_limit, spool_limit):
             return format_size(value)
-        if self.parse is parse_listen:
+        if self.parse in (parse_listen, parse_pg_url):
             return value or "off"
+        if self.parse is parse_host:
+            return value or ""  # the default: hookd config shows this machine's id (config.effective)
         if self.parse is optional_path:
             return "" if value is None else str(value)
         if isinstance(value, Path):
@@ -380,6 +383,57 @@ KEYS: Final[tuple[Key, ...]] = (
         Range(0.1, 86_400, "0.1s..1d"),
         live=True,
     ),
+    # Off unless a URL is given. No flags: the forwarder's configuration is the file's or the
+    # environment's, and a password is never in the URL (forward.password_file, PGPASSFILE).
+    Key(
+        "forward.url",
+        "forward_url",
+        parse_pg_url,
+        None,
+        "forward every committed event to this PostgreSQL (postgresql://USER@HOST/DB, no password); off by default",
+        env="HOOKD_FORWARD_URL",
+    ),
+    Key(
+        "forward.password_file",
+        "forward_password_file",
+        optional_path,
+        None,
+        "the PostgreSQL password, read from this file (mode 0600); else libpq's PGPASSFILE or ~/.pgpass",
+        env="HOOKD_FORWARD_PASSWORD_FILE",
+    ),
+    Key(
+        "forward.host",
+        "forward_host",
+        parse_host,
+        None,
+        "this machine's name in PostgreSQL's host column (default: the machine id, /etc/machine-id)",
+        env="HOOKD_FORWARD_HOST",
+    ),
+    Key(
+        "forward.batch_size",
+        "forward_batch_size",
+        parse_int,
+        10_000,
+        "events per PostgreSQL transaction (one COPY) at most",
+        Range(1, 100_000, "1..100000"),
+    ),
+    Key(
+        "forward.interval",
+        "forward_interval",
+        parse_duration,
+        0.25,
+        "how often the forwarder looks for new events once it has caught up",
+        Range(0.01, 60, "10ms..60s"),
+    ),
+    Key(
+        "forward.max_lag",
+        "forward_max_lag",
+        parse_duration,
+        300.0,
+        "`hookd status --check` reports forwarding when its oldest unforwarded event waited longer",
+        Range(0, None, "a positive duration", open_low=True),
+        live=True,
+    ),
     Key(
         "status.stale_after",
         "stale_after",
@@ -450,6 +504,12 @@ class Settings:
     http_listen: str | None = _default("http_listen")
     http_token_file: Path | None = _default("http_token_file")
     http_allow_remote: bool = _default("http_allow_remote")
+    forward_url: str | None = _default("forward_url")
+    forward_password_file: Path | None = _default("forward_password_file")
+    forward_host: str | None = _default("forward_host")
+    forward_batch_size: int = _default("forward_batch_size")
+    forward_interval: float = _default("forward_interval")
+    forward_max_lag: float = _default("forward_max_lag")
     stale_after: float = _default("stale_after")
     types: dict[str, TypeConfig] = field(default_factory=dict)
     #: Incoming (normalized) type -> the type it is stored as.

@@ -350,12 +350,20 @@ class Writer:
         if not policy.db_rules:
             return retention.StepResult()
         try:
-            return retention.step(self.db, policy)
+            result = retention.step(self.db, policy)
         except sqlite3.OperationalError as e:
             if _waiting_for(e) is None:
                 raise StoreError(f"retention cannot write the database: {e}") from None
             log.debug("retention step skipped, database busy: %s", e)
             return retention.StepResult(more=True)
+        if result.unforwarded:
+            log.warning(
+                "retention.max_size deleted %d events that were not forwarded to PostgreSQL yet (forwarding is "
+                "behind: see `hookd status`); they are counted in %s",
+                result.unforwarded,
+                retention.UNFORWARDED,
+            )
+        return result
 
     def _new_views(self) -> None:
         if len(self.types) == self.db.execute("SELECT count(*) FROM event_types").fetchone()[0]:
