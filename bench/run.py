@@ -28,6 +28,7 @@ MODULES = [
     "conn_per_event",
     "latency",
     "http_hooks",
+    "otlp",
     "import_bulk",
     "memory",
     "peer_rsyslog",
@@ -90,7 +91,7 @@ def main() -> None:
         t = time.monotonic()
         try:
             mod = importlib.import_module(name)
-            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks", "forward") else args.runs
+            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks", "otlp", "forward") else args.runs
             results += mod.measure(runs=runs, quick=args.quick)
         except Exception:
             failed.append(name)

@@ -26,13 +26,14 @@ import pytest
 import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
-from hookd import cli, config, framing, oversize, spool, wal, wire
+from hookd import cli, config, framing, otlp, oversize, spool, wal, wire
 from hookd.daemon import (
     control_protocol,
     forwarder_link,
     http_listener,
     http_protocol,
     limits,
+    otlp_http,
     retention_schedule,
     sdnotify,
 )
@@ -194,6 +195,13 @@ FIGURES = [
     Figure("docs/architecture.md", r"(\d+) unanswered requests a connection", http_protocol.MAX_PIPELINE),
     Figure("docs/protocol.md", r"\(the first (\d+) errors;", http_protocol.MAX_ERRORS),
     Figure("docs/configuration.md", r"at least (\d+) printable characters", http_listener.MIN_TOKEN),
+    Figure("docs/protocol.md", r"a body over (\d+ MiB) as sent", otlp.MAX_BODY),
+    Figure("docs/protocol.md", r"or over (\d+ MiB) once inflated", otlp.MAX_INFLATED),
+    Figure("docs/protocol.md", r"its bounds \((\d+ MiB) as sent", otlp.MAX_BODY),
+    Figure("docs/protocol.md", r"as sent, (\d+ MiB) inflated\)", otlp.MAX_INFLATED),
+    Figure("docs/protocol.md", r"more than (\d+ MiB) of OTLP bodies", otlp_http.MAX_BUFFERED),
+    Figure("docs/protocol.md", r"over (\d+ MiB) by `Content-Length`", otlp.MAX_BODY),
+    Figure("docs/protocol.md", r"with `Retry-After: (\d+)`", otlp_http.RETRY_AFTER),
     # systemd
     Figure("docs/operations.md", r"pings the watchdog every (\d+ s)", WATCHDOG_PING),
     Figure("docs/operations.md", r"is stuck for (\d+ s) the pings stop", WATCHDOG_SEC),

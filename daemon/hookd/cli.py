@@ -369,7 +369,14 @@ installation's hookd-emit by its absolute path, so Claude Code's PATH does not m
 HOOKD_HTTP): http hooks where Claude Code allows them, no process per event, but an event is
 lost while nothing listens on the port (socket activation prevents that). --command: a
 `hookd-emit -` process per event, spooled while the daemon is down. SessionStart, Setup and
-PermissionRequest always use the command."""
+PermissionRequest always use the command.
+
+--telemetry also adds to the file's env what makes Claude Code export its OpenTelemetry logs
+and metrics (cost, tokens, API errors) to the HTTP listener: CLAUDE_CODE_ENABLE_TELEMETRY=1,
+OTEL_LOGS_EXPORTER=otlp, OTEL_METRICS_EXPORTER=otlp, OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf,
+OTEL_EXPORTER_OTLP_ENDPOINT; a differing value of yours is refused, never overwritten. Whether
+tool details and prompt text are exported stays yours: OTEL_LOG_TOOL_DETAILS,
+OTEL_LOG_USER_PROMPTS (docs/integrations.md, "Telemetry"). --no-telemetry removes it."""
 
 
 def _claude_parsers(hooks_sub: argparse._SubParsersAction) -> None:
@@ -387,12 +394,29 @@ def _claude_parsers(hooks_sub: argparse._SubParsersAction) -> None:
     form = inst.add_mutually_exclusive_group()
     form.add_argument("--http", dest="form", action="store_const", const="http", help="http hooks where allowed")
     form.add_argument("--command", dest="form", action="store_const", const="command", help="command hooks only")
+    tel = inst.add_mutually_exclusive_group()
+    tel.add_argument(
+        "--telemetry",
+        dest="telemetry",
+        action="store_const",
+        const=True,
+        help="also make Claude Code export its OpenTelemetry logs and metrics (cost, tokens) to hookd's HTTP "
+        "listener: CLAUDE_CODE_ENABLE_TELEMETRY and OTEL_* variables in the file's env (needs [http] listen)",
+    )
+    tel.add_argument(
+        "--no-telemetry",
+        dest="telemetry",
+        action="store_const",
+        const=False,
+        help="remove what --telemetry added to env (the hooks stay)",
+    )
     _add_config_flags(inst)
     uninst = hooks_sub.add_parser(
         "uninstall-claude",
         help="remove hookd's hooks from a Claude Code settings file",
-        description="Remove exactly the hooks `hookd hooks install-claude` added (every other hook and key "
-        "stays); when nothing else changed since, the file is put back byte for byte from FILE.hookd-backup.",
+        description="Remove exactly the hooks `hookd hooks install-claude` added, and the env variables its "
+        "--telemetry added (every other hook and key stays); when nothing else changed since, the file is put back "
+        "byte for byte from FILE.hookd-backup.",
     )
     uninst.add_argument("--settings", type=Path, metavar="FILE", help=settings_help)
 
@@ -762,7 +786,8 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     from hookd.ops import claude, githooks
 
     if args.hooks_command == "install-claude":
-        lines = claude.install(args.settings or claude.default_settings_file(), settings_from(args), args.form)
+        path = args.settings or claude.default_settings_file()
+        lines = claude.install(path, settings_from(args), args.form, telemetry=args.telemetry)
     elif args.hooks_command == "uninstall-claude":
         lines = claude.uninstall(args.settings or claude.default_settings_file())
     else:

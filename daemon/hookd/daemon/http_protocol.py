@@ -8,6 +8,8 @@ socket (the lines go to ``Ingest.lines`` like the socket's). Replies (docs/proto
   with ``?wait=1``, ``200 {"ok":true,"eid":N}`` once committed;
 - NDJSON: ``204`` when every line was accepted, else a summary with the first errors; with
   ``?wait=1``, the summary once every line is committed;
+- ``POST /v1/logs``, ``/v1/metrics``: OpenTelemetry's OTLP/HTTP, handed to daemon/otlp_http.py
+  (``Request.otlp``), which buffers, decodes and answers it;
 - ``404`` another path, ``405`` another method, ``415`` another body type, ``401`` without the
   token (when one is configured): answered after the request's body, which is discarded, on a
   connection kept open;
@@ -34,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 import httptools
 import msgspec
 
+from hookd.daemon.otlp_http import PATHS as OTLP_PATHS
+from hookd.daemon.otlp_http import OtlpRequest
 from hookd.framing import PREVIEW_BYTES, LineSplitter, Peer
 
 if TYPE_CHECKING:
@@ -54,7 +58,7 @@ PATH: Final = b"/v1/events"
 _PATH_QUERY: Final = PATH + b"?"
 JSON_TYPES: Final = (b"application/json",)
 NDJSON_TYPES: Final = (b"application/x-ndjson", b"application/ndjson", b"application/jsonl")
-_WANTED = frozenset((b"content-type", b"content-length", b"authorization", b"expect"))
+_WANTED = frozenset((b"content-type", b"content-length", b"authorization", b"expect", b"content-encoding"))
 _WANTED_LENGTHS = frozenset(map(len, _WANTED))  # most headers are skipped without lower()
 _TRUE = (b"1", b"true", b"yes")
 
@@ -85,15 +89,18 @@ def _http_date() -> bytes:
     return _date[1]
 
 
-def response(status: int, body: bytes = b"", *, keep_alive: int | None, extra: bytes = b"") -> bytes:
+def response(
+    status: int, body: bytes = b"", *, keep_alive: int | None, extra: bytes = b"", ctype: bytes | None = None
+) -> bytes:
     """A whole response. ``keep_alive``: seconds the connection stays open idle (told to the
     client, so that it closes first and never sends on a connection we are closing), or None
-    for ``Connection: close``."""
+    for ``Connection: close``. ``ctype``: the body's type (JSON when not given; sent with an
+    empty body too when given, as OTLP asks)."""
     out = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, _REASONS[status], _http_date())
     if body:
-        out += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        out += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (ctype or b"application/json", len(body))
     elif status != 204:
-        out += b"Content-Length: 0\r\n"
+        out += (b"Content-Type: %s\r\n" % ctype if ctype else b"") + b"Content-Length: 0\r\n"
     conn = b"Connection: close\r\n" if keep_alive is None else b"Keep-Alive: timeout=%d\r\n" % keep_alive
     return out + conn + extra + b"\r\n" + body
 
@@ -155,6 +162,7 @@ class Request:
         "eid_reply",
         "keep",
         "head",
+        "otlp",
         "_proto",
     )
 
@@ -179,6 +187,7 @@ class Request:
         self.eid_reply = b""
         self.keep = False  # the client keeps the connection (HTTP/1.1 default, or keep-alive)
         self.head = False  # a HEAD request: its answer has no body
+        self.otlp: OtlpRequest | None = None  # POST /v1/logs or /v1/metrics (daemon/otlp_http.py)
 
     def fail(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` after the body (which is then discarded)."""
@@ -282,12 +291,16 @@ class HttpProtocol(asyncio.Protocol):
         if self._req is not None:  # a request cut short: nobody is left to answer
             if self._queue and self._queue[-1] is self._req:
                 self._queue.pop()
+            if self._req.otlp is not None:
+                self._req.otlp.abandon()  # its body's bytes back to the shared budget
             self._req = None
         return bool(self._queue) and not self._ending
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
             self._linger.cancel()
+        if self._req is not None and self._req.otlp is not None:
+            self._req.otlp.abandon()
         self._queue.clear()
         self._transport = None
         self._lst.closed(self)
@@ -375,12 +388,19 @@ class HttpProtocol(asyncio.Protocol):
         method = self._parser.get_method()
         req.head = method == b"HEAD"
         path, query = self._target()
-        if path != PATH:
+        signal = OTLP_PATHS.get(path) if path != PATH else None
+        if path != PATH and signal is None:
             req.fail(404, "not_found", f"no such path: POST events to {PATH.decode()}")
         elif method != b"POST":
-            req.fail(405, "method_not_allowed", f"{PATH.decode()} takes POST only")
+            req.fail(405, "method_not_allowed", f"{path.decode()} takes POST only")
         elif not self._lst.authorized(self._headers.get(b"authorization")):
             req.fail(401, "unauthorized", "send `Authorization: Bearer TOKEN` (the token of http.token_file)")
+        elif signal is not None:
+            req.otlp = OtlpRequest(self._lst.otlp, signal, self._headers)
+            too_long = req.otlp.begin(req, self._headers.get(b"content-length"), self._peer)
+            if too_long:
+                self._fatal(413, "too_long", too_long)
+                raise _Stop
         else:
             self._accept_body(req, query)
         expect = self._headers.get(b"expect", b"").lower() == b"100-continue"
@@ -428,6 +448,12 @@ class HttpProtocol(asyncio.Protocol):
             assert req.splitter is not None
             self._frame_lines(req, req.splitter.feed(body))
             return
+        if req.otlp is not None:
+            too_long = req.otlp.feed(req, body, self._peer)
+            if too_long:
+                self._fatal(413, "too_long", too_long)
+                raise _Stop
+            return
         req.body += body
         if len(req.body) > self._lst.max_line:
             self._too_long(req, len(req.body), bytes(req.body[:PREVIEW_BYTES]))
@@ -446,6 +472,8 @@ class HttpProtocol(asyncio.Protocol):
             self._frame_lines(req, [tail] if tail is not None else [])
             if not req.events and not req.rejected:
                 req.fail(400, "empty", "the body holds no event: send one JSON object a line")
+        elif req.otlp is not None:
+            req.otlp.complete(req, self._peer, self.finish)
         else:
             self._frame_one(req)
         self._req = None  # only now: a failure above is this request's (_fatal answers it)
@@ -546,6 +574,10 @@ class HttpProtocol(asyncio.Protocol):
         lst = self._lst
         keep = None if (req.close or not req.keep or lst.stopping) else lst.keep_alive
         req.close = keep is None
+        if req.otlp is not None:
+            status, body, extra = req.otlp.answer(req)
+            lst.count(status, req.reason)
+            return response(status, body, keep_alive=keep, extra=extra, ctype=req.otlp.ctype)
         if req.status:
             lst.count(req.status, req.reason)
             extra = b""
