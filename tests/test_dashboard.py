@@ -336,19 +336,26 @@ def test_another_uid_gets_nothing_and_is_counted(setup) -> None:
     assert b"own address only" in other_site.stdout  # DNS rebinding refused
 
 
-def test_cost_and_tokens_show_when_the_telemetry_view_exists(setup, browser) -> None:
+def test_cost_and_tokens_show_from_the_telemetry_view(setup, browser) -> None:
+    """Migration 6's session_usage, fed by api_request records as the OTLP receiver stores them."""
     d, dash = setup
-    assert dash.api("sessions")["usage"] is False
-    cols = "cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, api_requests, api_errors"
-    db = __import__("sqlite3").connect(d.db_path, timeout=10)
-    try:  # what branch otlp's migration 6 adds, as a stand-in
-        db.execute(
-            f"CREATE VIEW session_usage (session, {cols}, models, first_ts, last_ts) AS "
-            "SELECT 'sess-0', 0.125, 1000, 200, 5000, 10, 2, 0, 'claude', 0, 0"
-        )
-        db.commit()
-    finally:
-        db.close()
+    assert dash.api("sessions")["usage"] is True
+    for cost, tokens in ((0.1, 600), (0.025, 400)):
+        rec = {
+            "type": "claude_code_api_request",
+            "session": "sess-0",
+            "model": "claude",
+            "cost_usd": cost,
+            "input_tokens": tokens,
+            "output_tokens": 100,
+            "cache_read_tokens": 2500,
+            "cache_creation_tokens": 5,
+        }
+        d.send(json.dumps(rec).encode() + b"\n")
+    wait_until(
+        lambda: d.query("SELECT api_requests FROM session_usage WHERE session = 'sess-0'") == [(2,)],
+        what="the api_request records committed",
+    )
     open_tab(browser, dash.url, "sessions")
     got = rows(browser, "sessions-table", "session")
     assert got["sess-0"][8] == "$0.1250" and got["sess-0"][9] == "1000"
