@@ -29,10 +29,12 @@ MODULES = [
     "latency",
     "http_hooks",
     "claude_sessions",
+    "otlp",
     "import_bulk",
     "memory",
     "peer_rsyslog",
     "hotpath",
+    "forward",
 ]
 BEGIN = "<!-- bench:begin (written by bench/run.py; edit the text around it, not inside) -->"
 END = "<!-- bench:end -->"
@@ -90,7 +92,8 @@ def main() -> None:
         t = time.monotonic()
         try:
             mod = importlib.import_module(name)
-            runs = 3 if name in ("import_bulk", "peer_rsyslog", "http_hooks", "claude_sessions") else args.runs
+            few = ("import_bulk", "peer_rsyslog", "http_hooks", "otlp", "forward", "claude_sessions")
+            runs = 3 if name in few else args.runs
             results += mod.measure(runs=runs, quick=args.quick)
         except Exception:
             failed.append(name)

@@ -282,4 +282,6 @@ def test_restart_continues_eids_and_views(home) -> None:
         (3, "analysis_views"),
         (4, "claude_code_pairing"),
         (5, "rejected_line_key"),
+        (6, "telemetry_usage"),
+        (7, "dashboard_summaries"),
     ]

@@ -26,8 +26,18 @@ import pytest
 import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
-from hookd import cli, config, framing, oversize, spool, wal, wire
-from hookd.daemon import control_protocol, http_listener, http_protocol, limits, retention_schedule, sdnotify
+from hookd import cli, config, framing, otlp, oversize, spool, wal, wire
+from hookd.daemon import (
+    control_protocol,
+    forwarder_link,
+    http_listener,
+    http_protocol,
+    limits,
+    otlp_http,
+    retention_schedule,
+    sdnotify,
+)
+from hookd.forwarder import forwarder as forwarder_process
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
 from hookd.paths import Paths
@@ -185,6 +195,13 @@ FIGURES = [
     Figure("docs/architecture.md", r"(\d+) unanswered requests a connection", http_protocol.MAX_PIPELINE),
     Figure("docs/protocol.md", r"\(the first (\d+) errors;", http_protocol.MAX_ERRORS),
     Figure("docs/configuration.md", r"at least (\d+) printable characters", http_listener.MIN_TOKEN),
+    Figure("docs/protocol.md", r"a body over (\d+ MiB) as sent", otlp.MAX_BODY),
+    Figure("docs/protocol.md", r"or over (\d+ MiB) once inflated", otlp.MAX_INFLATED),
+    Figure("docs/protocol.md", r"its bounds \((\d+ MiB) as sent", otlp.MAX_BODY),
+    Figure("docs/protocol.md", r"as sent, (\d+ MiB) inflated\)", otlp.MAX_INFLATED),
+    Figure("docs/protocol.md", r"more than (\d+ MiB) of OTLP bodies", otlp_http.MAX_BUFFERED),
+    Figure("docs/protocol.md", r"over (\d+ MiB) by `Content-Length`", otlp.MAX_BODY),
+    Figure("docs/protocol.md", r"with `Retry-After: (\d+)`", otlp_http.RETRY_AFTER),
     # systemd
     Figure("docs/operations.md", r"pings the watchdog every (\d+ s)", WATCHDOG_PING),
     Figure("docs/operations.md", r"is stuck for (\d+ s) the pings stop", WATCHDOG_SEC),
@@ -206,6 +223,11 @@ FIGURES = [
     Figure("docs/protocol.md", r"`dropped.log` is read (a second) after the rename", spool.LOG_SETTLE),
     Figure("docs/reliability.md", r"deleted by the daemon (one hour) later", spool.STALE_TEMP),
     Figure("docs/configuration.md", r"for (a day) after the last one", status_command.DROPPED_RECENT),
+    # Forwarding to PostgreSQL: its backoff and how often a changed error is logged
+    Figure("docs/operations.md", r"retrying every ([\d.]+ s) doubling", forwarder_process.BACKOFF_MIN),
+    Figure("docs/operations.md", r"doubling to (\d+ s);", forwarder_process.BACKOFF_MAX),
+    Figure("docs/operations.md", r"at most once (a minute) if the error changes", forwarder_process.LOG_EVERY),
+    Figure("docs/operations.md", r"restarted after (\d+ s) when it dies", forwarder_link.RESTART_DELAYS[0]),
     Figure("docs/protocol.md", r"`rejected` keeps the latest ([\d,]+) rows", schema.REJECTED_KEPT),
     Figure("docs/reliability.md", r"the latest ([\d,]+) rows \(at most", schema.REJECTED_KEPT),
     Figure("docs/integrations.md", r"`files` lists at most (\d+) names", githooks.MAX_FILES),

@@ -531,7 +531,7 @@ def test_a_waiting_request_is_answered_before_the_daemon_stops(hd: Daemon) -> No
 
 
 def test_peer_uid_netlink_and_proc_agree(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hookd.daemon import peer_uid
+    from hookd import peer_uid
 
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         with socket.socket(family) as srv:

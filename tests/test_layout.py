@@ -5,6 +5,8 @@
     hookd/daemon/   the daemon process: the event loop (asyncio, uvloop, aiosqlite)
     hookd/writer/   the writer process, and the commands that write the store without a daemon
     hookd/ops/      operator commands that read, ask or install
+    hookd/forwarder/ the forwarder process: committed events to PostgreSQL
+    hookd/dashboard/ the dashboard process (``hookd dashboard``): an HTTP server reading the store
 
 Rules, read from the source with ``ast`` (every import, also those inside functions):
 
@@ -12,7 +14,12 @@ Rules, read from the source with ``ast`` (every import, also those inside functi
 2. the daemon reaches the writer only through ``hookd.wire`` and the shared sender's side of
    the protocol, ``hookd.writer_client`` (no hookd.writer, no hookd.ops);
 3. operator commands never import hookd.daemon;
-4. the shared modules import only shared modules (``cli`` dispatches to all, lazily).
+4. the shared modules import only shared modules (``cli`` dispatches to all, lazily);
+5. the forwarder imports only shared modules and its own, and nothing it reaches imports
+   asyncio, uvloop or aiosqlite: it runs no event loop.
+6. the dashboard imports only shared modules and the operator commands' readers (``hookd.ops``):
+   never the daemon nor the writer (its queries must never run in their processes), and no
+   event loop (it is a threaded ``http.server``).
 """
 
 from __future__ import annotations
@@ -64,9 +71,9 @@ def top(name: str) -> str:
 
 
 def area(name: str) -> str:
-    """daemon, writer, ops, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
+    """daemon, writer, ops, forwarder, dashboard, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
     parts = name.split(".")
-    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops"):
+    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops", "forwarder", "dashboard"):
         return parts[1]
     return "entry" if name in ("hookd.cli", "hookd.__main__") else "shared"
 
@@ -95,6 +102,15 @@ def violations(package: Path) -> list[str]:
                     bad.append(f"{mod} reaches {m}: the writer must not import the daemon")
                 for ext in sorted(e for e in graph[m] if top(e) in EVENT_LOOP):
                     bad.append(f"{mod} reaches {m}, which imports {ext}: the writer runs no event loop")
+        elif where == "forwarder":
+            bad += [
+                f"{mod} imports {d}: the forwarder imports only shared modules and its own"
+                for d in sorted(deps)
+                if area(d) not in ("shared", "forwarder")
+            ]
+            for m in sorted(reach(mod)):
+                for ext in sorted(e for e in graph[m] if top(e) in EVENT_LOOP):
+                    bad.append(f"{mod} reaches {m}, which imports {ext}: the forwarder runs no event loop")
         elif where == "daemon":
             bad += [
                 f"{mod} imports {d}: the daemon reaches the writer only through hookd.wire"
@@ -106,6 +122,17 @@ def violations(package: Path) -> list[str]:
                 f"{mod} imports {d}: operator commands never import the daemon"
                 for d in sorted(deps)
                 if area(d) == "daemon"
+            ]
+        elif where == "dashboard":
+            bad += [
+                f"{mod} imports {d}: the dashboard reads the store itself, never through the daemon or the writer"
+                for d in sorted(deps)
+                if area(d) in ("daemon", "writer")
+            ]
+            bad += [
+                f"{mod} imports {e}: the dashboard runs no event loop"
+                for e in sorted(graph[mod])
+                if top(e) in EVENT_LOOP
             ]
         elif where == "shared":
             bad += [
@@ -123,7 +150,7 @@ def test_the_import_rules_hold() -> None:
 def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     """The checker is not vacuous: each rule, broken on purpose in a copy, is reported."""
     pkg = tmp_path / "hookd"
-    for sub in ("", "daemon", "writer", "ops"):
+    for sub in ("", "daemon", "writer", "ops", "forwarder", "dashboard"):
         (pkg / sub).mkdir(parents=True, exist_ok=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "wire.py").write_text("import struct\n")
@@ -134,6 +161,11 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     (pkg / "writer" / "schema.py").write_text("import sqlite3\n")
     (pkg / "ops" / "status.py").write_text("from ..daemon import app\n")
     (pkg / "paths.py").write_text("from hookd.ops import status\n")
+    (pkg / "forwarder" / "forwarder.py").write_text("from hookd.writer import schema\nfrom hookd import wire\n")
+    (pkg / "forwarder" / "pg.py").write_text("import asyncio\n")
+    (pkg / "dashboard" / "server.py").write_text(
+        "import asyncio\nfrom hookd.daemon import app\nfrom hookd.ops import status\n"
+    )
     found = "\n".join(violations(pkg))
     assert "hookd.writer.writer reaches hookd.framing, which imports asyncio" in found
     assert "hookd.writer.importer reaches hookd.daemon.app: the writer must not import the daemon" in found
@@ -141,6 +173,12 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     assert "hookd.ops.status imports hookd.daemon.app" in found
     assert "hookd.paths imports hookd.ops.status" in found
     assert "hookd.daemon.app imports hookd.wire" not in found
+    assert "hookd.forwarder.forwarder imports hookd.writer.schema: the forwarder imports only shared" in found
+    assert "hookd.forwarder.pg reaches hookd.forwarder.pg, which imports asyncio: the forwarder runs no" in found
+    assert "hookd.forwarder.forwarder imports hookd.wire" not in found
+    assert "hookd.dashboard.server imports hookd.daemon.app: the dashboard reads the store itself" in found
+    assert "hookd.dashboard.server imports asyncio: the dashboard runs no event loop" in found
+    assert "hookd.dashboard.server imports hookd.ops.status" not in found
 
 
 def test_the_writer_process_loads_no_event_loop() -> None:
@@ -151,6 +189,20 @@ def test_the_writer_process_loads_no_event_loop() -> None:
         "import hookd.writer.writer, hookd.writer.importer, hookd.writer.rebuild, hookd.writer.vacuum\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'uvloop', 'aiosqlite')"
         " or m.startswith('hookd.daemon')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_forwarder_process_loads_no_event_loop() -> None:
+    """The forwarder's modules, imported in a real interpreter, pull in nothing of the daemon or
+    the writer, nor uvloop or aiosqlite. (psycopg itself imports asyncio for its async API,
+    which the forwarder does not use: no loop runs there.)"""
+    code = (
+        "import sys\n"
+        "import hookd.forwarder.forwarder, hookd.forwarder.pg, hookd.forwarder.source\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('uvloop', 'aiosqlite')"
+        " or m.startswith(('hookd.daemon', 'hookd.writer'))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -110,7 +110,16 @@ def test_a_stop_while_the_writer_waits_for_its_lock_ends_the_start(home: Path, s
 
 
 #: What the daemon and its writer import, beside hookd itself.
-RUNTIME_PACKAGES = ("uvloop", "msgspec", "aiosqlite", "apsw", "httptools", "typing_extensions.py")
+RUNTIME_PACKAGES = (
+    "uvloop",
+    "msgspec",
+    "aiosqlite",
+    "apsw",
+    "httptools",
+    "typing_extensions.py",
+    "google",
+    "opentelemetry",
+)
 
 
 def readable_copy_of_hookd() -> list[Path]:

@@ -83,6 +83,8 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
         (3, "analysis_views"),
         (4, "claude_code_pairing"),
         (5, "rejected_line_key"),
+        (6, "telemetry_usage"),
+        (7, "dashboard_summaries"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id", "events_tool_use_id"} <= indexes
@@ -91,6 +93,8 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
     # the line_key migration runs again harmlessly: a renumbering at a merge cannot break it
     store._m_rejected_line_key(writer.db)
     assert "rejected_line_key" in {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master")}
+    store._m_telemetry_usage(writer.db)  # so does the telemetry one
+    assert "session_usage" in {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master")}
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -149,7 +153,8 @@ def test_type_named_like_sqlite_internal_gets_no_view(writer: Writer) -> None:
     writer.commit([make_batch(1, [b'{"type":"sqlite_master"}'], Framer())])
     assert writer.db.execute("SELECT count(*) FROM events WHERE type='sqlite_master'").fetchone() == (1,)
     views = {name for (name,) in writer.db.execute("SELECT name FROM sqlite_master WHERE type='view'")}
-    assert views == {"tool_calls", "sessions", "lost_tool_calls"}  # the schema's own views, no sqlite_master_events
+    own = {"tool_calls", "sessions", "lost_tool_calls", "session_usage", "prompt_usage", "metric_totals"}
+    assert views == own  # the schema's own views, no sqlite_master_events
 
 
 def test_recovery_replays_mirror_lines_missing_from_sqlite(tmp_path: Path) -> None:

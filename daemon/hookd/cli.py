@@ -23,7 +23,7 @@ from hookd.errors import EXIT_MEANINGS, ConfigError, Exit, HookdError, UsageErro
 from hookd.framing import normalize_type
 from hookd.paths import PATH_RULES, check_socket_path
 from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings
-from hookd.values import format_size
+from hookd.values import format_size, parse_listen
 
 log = logging.getLogger("hookd")
 
@@ -244,6 +244,28 @@ def _config_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_flags(cfg)
 
 
+def _dashboard_parser(sub: argparse._SubParsersAction) -> None:
+    dash = _command(
+        sub,
+        "dashboard",
+        "serve the dashboard on loopback and print its URL",
+        "Serve the dashboard (tabs Overview, Activity, Tools, Sessions, Git, Kinds, Health over "
+        "the live database) in the foreground until Ctrl-C or SIGTERM; its URL is printed first. "
+        "It reads the database read-only, in a process of its own, and answers only your own "
+        "uid on loopback (other users' connections are closed unanswered and counted). The "
+        "daemon need not run; Health then says so.",
+        example="example: hookd dashboard --open",
+    )
+    dash.add_argument("--open", action="store_true", help="also open the URL in a web browser")
+    dash.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where to serve, a loopback address; port 0 takes a free port (dashboard.listen, HOOKD_DASHBOARD; "
+        "default 127.0.0.1:8788)",
+    )
+    _add_config_flags(dash)
+
+
 def _vacuum_parser(sub: argparse._SubParsersAction) -> None:
     vac = _command(
         sub,
@@ -347,7 +369,14 @@ installation's hookd-emit by its absolute path, so Claude Code's PATH does not m
 HOOKD_HTTP): http hooks where Claude Code allows them, no process per event, but an event is
 lost while nothing listens on the port (socket activation prevents that). --command: a
 `hookd-emit -` process per event, spooled while the daemon is down. SessionStart, Setup and
-PermissionRequest always use the command."""
+PermissionRequest always use the command.
+
+--telemetry also adds to the file's env what makes Claude Code export its OpenTelemetry logs
+and metrics (cost, tokens, API errors) to the HTTP listener: CLAUDE_CODE_ENABLE_TELEMETRY=1,
+OTEL_LOGS_EXPORTER=otlp, OTEL_METRICS_EXPORTER=otlp, OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf,
+OTEL_EXPORTER_OTLP_ENDPOINT; a differing value of yours is refused, never overwritten. Whether
+tool details and prompt text are exported stays yours: OTEL_LOG_TOOL_DETAILS,
+OTEL_LOG_USER_PROMPTS (docs/integrations.md, "Telemetry"). --no-telemetry removes it."""
 
 
 def _claude_parsers(hooks_sub: argparse._SubParsersAction) -> None:
@@ -365,12 +394,29 @@ def _claude_parsers(hooks_sub: argparse._SubParsersAction) -> None:
     form = inst.add_mutually_exclusive_group()
     form.add_argument("--http", dest="form", action="store_const", const="http", help="http hooks where allowed")
     form.add_argument("--command", dest="form", action="store_const", const="command", help="command hooks only")
+    tel = inst.add_mutually_exclusive_group()
+    tel.add_argument(
+        "--telemetry",
+        dest="telemetry",
+        action="store_const",
+        const=True,
+        help="also make Claude Code export its OpenTelemetry logs and metrics (cost, tokens) to hookd's HTTP "
+        "listener: CLAUDE_CODE_ENABLE_TELEMETRY and OTEL_* variables in the file's env (needs [http] listen)",
+    )
+    tel.add_argument(
+        "--no-telemetry",
+        dest="telemetry",
+        action="store_const",
+        const=False,
+        help="remove what --telemetry added to env (the hooks stay)",
+    )
     _add_config_flags(inst)
     uninst = hooks_sub.add_parser(
         "uninstall-claude",
         help="remove hookd's hooks from a Claude Code settings file",
-        description="Remove exactly the hooks `hookd hooks install-claude` added (every other hook and key "
-        "stays); when nothing else changed since, the file is put back byte for byte from FILE.hookd-backup.",
+        description="Remove exactly the hooks `hookd hooks install-claude` added, and the env variables its "
+        "--telemetry added (every other hook and key stays); when nothing else changed since, the file is put back "
+        "byte for byte from FILE.hookd-backup.",
     )
     uninst.add_argument("--settings", type=Path, metavar="FILE", help=settings_help)
 
@@ -384,6 +430,7 @@ PARSERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _tail_parser,
     _query_parser,
     _config_parser,
+    _dashboard_parser,
     _vacuum_parser,
     _emit_parser,
     _service_parsers,
@@ -558,8 +605,12 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-size: {e}") from None
     if max_age == 0 or max_size == 0:
         raise UsageError("hookd vacuum: --max-age and --max-size must be more than zero")
-    paths = settings_from(args).paths
-    r = vacuum(paths, max_age=max_age, max_size=max_size)
+    from hookd.forwarding import forwarded_eid
+
+    settings = settings_from(args)
+    paths = settings.paths
+    # With forwarding on, events not forwarded yet are kept (as by the daemon's retention).
+    r = vacuum(paths, max_age=max_age, max_size=max_size, forwarded=forwarded_eid(settings))
     deleted = f"; {r.deleted} events deleted" if max_age is not None or max_size is not None else ""
     print(f"vacuumed {paths.db}: {human(r.before)} -> {human(r.after)}{deleted}")
     return 0
@@ -651,6 +702,38 @@ def cmd_query(args: argparse.Namespace) -> int:
     return despite(problems, lambda: query(settings, args.sql, args.json))
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from hookd.dashboard.server import serve
+
+    settings = settings_from(args)
+    if args.listen is not None:
+        try:
+            settings.dashboard_listen = parse_listen(args.listen)
+        except ValueError as e:
+            raise UsageError(f"--listen: {e}") from None
+        settings.sources["dashboard_listen"] = "flag --listen"
+        settings.validate()
+    if settings.dashboard_listen is None:
+        raise ConfigError("dashboard.listen is off: set it to a loopback HOST:PORT, or pass --listen")
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr, format="hookd: %(levelname)s: %(message)s")
+
+    def ready(url: str) -> None:
+        print(url, flush=True)  # first, alone on its line: scripts read it
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        serve(settings, settings.dashboard_listen, ready)
+    except OSError as e:
+        raise HookdError(
+            f"cannot serve the dashboard on {settings.dashboard_listen}: {e.strerror or e} (another dashboard "
+            "running? choose another port with --listen or dashboard.listen)"
+        ) from None
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.json:
@@ -678,7 +761,8 @@ def moved_client_paths() -> tuple[Settings, list[str]] | None:
 def cmd_install_service(args: argparse.Namespace) -> int:
     from hookd.ops.service import install
 
-    install(dry_run=args.dry_run, http=settings_from(args).http_listen)
+    settings = settings_from(args)
+    install(dry_run=args.dry_run, http=settings.http_listen, forward=settings.forward_url is not None)
     found = moved_client_paths()
     if found is not None and "socket" in found[1]:
         settings = found[0]
@@ -702,7 +786,8 @@ def cmd_hooks(args: argparse.Namespace) -> int:
     from hookd.ops import claude, githooks
 
     if args.hooks_command == "install-claude":
-        lines = claude.install(args.settings or claude.default_settings_file(), settings_from(args), args.form)
+        path = args.settings or claude.default_settings_file()
+        lines = claude.install(path, settings_from(args), args.form, telemetry=args.telemetry)
     elif args.hooks_command == "uninstall-claude":
         lines = claude.uninstall(args.settings or claude.default_settings_file())
     else:
@@ -727,6 +812,7 @@ COMMANDS = {
     "tail": cmd_tail,
     "query": cmd_query,
     "config": cmd_config,
+    "dashboard": cmd_dashboard,
     "run": cmd_run,
     "emit": cmd_emit,
     "rebuild": cmd_rebuild,

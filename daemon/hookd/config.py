@@ -22,6 +22,7 @@ from typing import Any
 
 from hookd import records
 from hookd.errors import ConfigError
+from hookd.forwarding import machine_id
 from hookd.framing import normalize_type
 from hookd.paths import Paths, choose, xdg_dir
 from hookd.settings import KEYS, KEYS_BY_NAME, Key, Settings, TypeConfig
@@ -311,7 +312,10 @@ def effective(settings: Settings) -> list[tuple[str, Any, str]]:
     """(key, value, source) for every key, in the order of KEYS, then types and aliases."""
     rows: list[tuple[str, Any, str]] = []
     for k in KEYS:
-        rows.append((k.name, k.value(settings), settings.sources.get(k.attr, "default")))
+        value, source = k.value(settings), settings.sources.get(k.attr, "default")
+        if k.attr == "forward_host" and value is None:
+            value, source = machine_id(), "default: this machine's id"
+        rows.append((k.name, value, source))
     src = f"file {settings.config_path}"
     for name in sorted(set(settings.types) | set(settings.type_max_age)):
         tc = settings.types.get(name) or TypeConfig()

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from hookd import wal
 from hookd.errors import ConfigError
+from hookd.forwarding import parse_host, parse_pg_url
 from hookd.framing import DEFAULT_MAX_LINE, TYPE_RE, normalize_type
 from hookd.oversize import CUT_FACTOR
 from hookd.paths import PATH_RULES, Paths
@@ -134,8 +135,10 @@ class Key:
             return format_duration(value)
         if self.parse in (parse_size, size_limit, spool_limit):
             return format_size(value)
-        if self.parse is parse_listen:
+        if self.parse in (parse_listen, parse_pg_url):
             return value or "off"
+        if self.parse is parse_host:
+            return value or ""  # the default: hookd config shows this machine's id (config.effective)
         if self.parse is optional_path:
             return "" if value is None else str(value)
         if isinstance(value, Path):
@@ -323,6 +326,16 @@ KEYS: Final[tuple[Key, ...]] = (
         False,
         "let http.listen be a non-loopback address (then http.token_file is required)",
     ),
+    # Read by `hookd dashboard` (its own process), not by the daemon. Loopback only, always:
+    # the dashboard shows prompts, commands and file paths; another local uid gets nothing.
+    Key(
+        "dashboard.listen",
+        "dashboard_listen",
+        parse_listen,
+        "127.0.0.1:8788",
+        "where `hookd dashboard` serves the dashboard: a loopback HOST:PORT (port 0: any free port)",
+        env="HOOKD_DASHBOARD",
+    ),
     Key(
         "log.level",
         "log_level",
@@ -378,6 +391,57 @@ KEYS: Final[tuple[Key, ...]] = (
         60.0,
         "how often retention runs",
         Range(0.1, 86_400, "0.1s..1d"),
+        live=True,
+    ),
+    # Off unless a URL is given. No flags: the forwarder's configuration is the file's or the
+    # environment's, and a password is never in the URL (forward.password_file, PGPASSFILE).
+    Key(
+        "forward.url",
+        "forward_url",
+        parse_pg_url,
+        None,
+        "forward every committed event to this PostgreSQL (postgresql://USER@HOST/DB, no password); off by default",
+        env="HOOKD_FORWARD_URL",
+    ),
+    Key(
+        "forward.password_file",
+        "forward_password_file",
+        optional_path,
+        None,
+        "the PostgreSQL password, read from this file (mode 0600); else libpq's PGPASSFILE or ~/.pgpass",
+        env="HOOKD_FORWARD_PASSWORD_FILE",
+    ),
+    Key(
+        "forward.host",
+        "forward_host",
+        parse_host,
+        None,
+        "this machine's name in PostgreSQL's host column (default: the machine id, /etc/machine-id)",
+        env="HOOKD_FORWARD_HOST",
+    ),
+    Key(
+        "forward.batch_size",
+        "forward_batch_size",
+        parse_int,
+        10_000,
+        "events per PostgreSQL transaction (one COPY) at most",
+        Range(1, 100_000, "1..100000"),
+    ),
+    Key(
+        "forward.interval",
+        "forward_interval",
+        parse_duration,
+        0.25,
+        "how often the forwarder looks for new events once it has caught up",
+        Range(0.01, 60, "10ms..60s"),
+    ),
+    Key(
+        "forward.max_lag",
+        "forward_max_lag",
+        parse_duration,
+        300.0,
+        "`hookd status --check` reports forwarding when its oldest unforwarded event waited longer",
+        Range(0, None, "a positive duration", open_low=True),
         live=True,
     ),
     Key(
@@ -450,7 +514,15 @@ class Settings:
     http_listen: str | None = _default("http_listen")
     http_token_file: Path | None = _default("http_token_file")
     http_allow_remote: bool = _default("http_allow_remote")
+    forward_url: str | None = _default("forward_url")
+    forward_password_file: Path | None = _default("forward_password_file")
+    forward_host: str | None = _default("forward_host")
+    forward_batch_size: int = _default("forward_batch_size")
+    forward_interval: float = _default("forward_interval")
+    forward_max_lag: float = _default("forward_max_lag")
     stale_after: float = _default("stale_after")
+    #: "HOST:PORT" of ``hookd dashboard`` (loopback), or None ("off").
+    dashboard_listen: str | None = _default("dashboard_listen")
     types: dict[str, TypeConfig] = field(default_factory=dict)
     #: Incoming (normalized) type -> the type it is stored as.
     aliases: dict[str, str] = field(default_factory=dict)
@@ -487,7 +559,20 @@ class Settings:
             report(error)
             drop()
         self._validate_http()
+        self._validate_dashboard()
         return self
+
+    def _validate_dashboard(self) -> None:
+        """The dashboard serves loopback only: no setting lets other machines see it."""
+        if self.dashboard_listen is None:
+            return
+        host, _port = split_listen(self.dashboard_listen)
+        if not is_loopback(host):
+            label = KEYS_BY_ATTR["dashboard_listen"].label(self.sources.get("dashboard_listen", "default"))
+            raise ConfigError(
+                f"{label}: {host} is not a loopback address (127.0.0.1, [::1], localhost); the dashboard "
+                "shows prompts, commands and file paths and is served on loopback only"
+            )
 
     def _validate_http(self) -> None:
         """Loopback only, unless ``http.allow_remote``; and then a token is required."""

@@ -42,10 +42,23 @@ class Policy(msgspec.Struct):
     mirror_max_size: int | None = None
     mirror_compress: bool = True
     step_rows: int = STEP_ROWS
+    #: Forwarding (forward.url): None when off; else the eid up to which events are in
+    #: PostgreSQL. Retention keeps the events above it: the age rule always, the size rule
+    #: unless nothing forwarded is left to delete (then it deletes them too, and counts them
+    #: as ``retention.deleted.unforwarded``).
+    forwarded: int | None = None
 
     @classmethod
-    def from_settings(cls, s: Any) -> Policy:
-        return cls(s.max_age, dict(s.type_max_age), s.max_size, s.mirror_max_age, s.mirror_max_size, s.mirror_compress)
+    def from_settings(cls, s: Any, forwarded: int | None = None) -> Policy:
+        return cls(
+            s.max_age,
+            dict(s.type_max_age),
+            s.max_size,
+            s.mirror_max_age,
+            s.mirror_max_size,
+            s.mirror_compress,
+            forwarded=forwarded,
+        )
 
     @property
     def db_rules(self) -> bool:

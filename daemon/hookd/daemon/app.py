@@ -50,6 +50,7 @@ from hookd.daemon import checks, retention_schedule, sdnotify
 from hookd.daemon.control import Control
 from hookd.daemon.control_listener import ControlListener
 from hookd.daemon.flow import FlowControl
+from hookd.daemon.forwarder_link import ForwarderLink
 from hookd.daemon.http_listener import HttpListener
 from hookd.daemon.ingest import Ingest
 from hookd.daemon.limits import raise_fd_limit
@@ -179,6 +180,7 @@ class Daemon:
     control_listener: ControlListener
     retention: retention_schedule.RetentionSchedule
     http: HttpListener | None  # the HTTP listener, when configured (http.listen) or passed by systemd
+    forwarder: ForwarderLink | None = None  # the forwarder process, when forward.url is set
 
 
 @dataclass
@@ -191,6 +193,7 @@ class Tasks:
     spool: asyncio.Task[None]
     rates: asyncio.Task[None]
     systemd: asyncio.Task[None] | None = None
+    forwarder: asyncio.Task[None] | None = None
 
 
 def status_line(d: Daemon) -> str:
@@ -398,7 +401,8 @@ def _assemble(
         flow.on_change.append(http.flow_changed)  # pause its connections' reading too
         control.http = http
     parts = (settings, listener, notifier, stop, link, state, flow, ingest, control, server, control_listener)
-    return Daemon(*parts, retention, http)
+    forwarder = ForwarderLink(settings) if settings.forward_url else None  # reads committed rows, on its own
+    return Daemon(*parts, retention, http, forwarder)
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -419,14 +423,17 @@ async def _run(d: Daemon) -> int:
 
 def _start_tasks(d: Daemon, tg: asyncio.TaskGroup) -> Tasks:
     """The background tasks: the writer's replies (the return path), WAL checkpoints,
-    retention runs, the spool, rate samples for ``!status``."""
-    return Tasks(
+    retention runs, the spool, rate samples for ``!status``, the forwarder's supervision."""
+    tasks = Tasks(
         replies=tg.create_task(d.link.read_replies(), name="hookd-writer-replies"),
         checkpointer=tg.create_task(checkpointer(d.settings, d.link), name="hookd-checkpointer"),
         retention=tg.create_task(d.retention.run(), name="hookd-retention"),
         spool=tg.create_task(drain_spool(d.settings, d.ingest, d.flow), name="hookd-spool"),
         rates=tg.create_task(d.control.sample_rates(), name="hookd-rates"),
     )
+    if d.forwarder is not None:
+        tasks.forwarder = tg.create_task(d.forwarder.run(), name="hookd-forwarder")
+    return tasks
 
 
 async def _open(d: Daemon, tg: asyncio.TaskGroup, tasks: Tasks) -> None:
@@ -458,7 +465,7 @@ async def _stop(d: Daemon, tasks: Tasks) -> int:
 
     1. no more from the spool, no more rate samples, systemd told we are stopping;
     2. followers told nothing more is coming, the control socket closed;
-    3. no more retention runs;
+    3. no more retention runs; the forwarder stopped (between two transactions);
     4. the HTTP port and the event socket: stop accepting, read what clients already sent;
     5. flush the last batch and wait for every commit (acks are written as they commit);
     6. close the connections kept open for those acks;
@@ -476,6 +483,9 @@ async def _stop(d: Daemon, tasks: Tasks) -> int:
     d.control.close()
     await d.control_listener.stop()
     tasks.retention.cancel()
+    if d.forwarder is not None and tasks.forwarder is not None:
+        await d.forwarder.stop()
+        tasks.forwarder.cancel()
     if d.http is not None:
         await d.http.stop(d.settings.shutdown_grace)
     await d.server.stop(d.settings.shutdown_grace)

@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hookd.daemon.http_protocol import HttpProtocol
-from hookd.daemon.peer_uid import PeerUids
+from hookd.daemon.otlp_http import OtlpReceiver
 from hookd.errors import ConfigError, HookdError
 from hookd.framing import Peer
 from hookd.oversize import Budget
+from hookd.peer_uid import PeerUids
 from hookd.settings import Settings
 from hookd.values import is_loopback, split_listen
 
@@ -144,6 +145,8 @@ class HttpListener:
         self.requests = 0
         self.by_status: Counter[int] = Counter()
         self.by_reason: Counter[str] = Counter()
+        #: POST /v1/logs and /v1/metrics (daemon/otlp_http.py): decoding thread, budget, counts.
+        self.otlp = OtlpReceiver(self)
         self.ingest: Ingest = None  # type: ignore[assignment]  # set by attach
         self.flow: Any = None
         #: What JSON bodies over ``max_line`` (read whole to be cut to fit) may hold at once; the
@@ -227,8 +230,10 @@ class HttpListener:
         backlog = self.settings.backlog
         self._server = await loop.create_server(lambda: HttpProtocol(self), sock=self.sock, backlog=backlog)
         self._sweeper = loop.create_task(self._sweep_idle(), name="hookd-http-idle-sweep")
+        self.otlp.preload()  # the OTLP decoder's imports, in its thread
         how = "" if self.owned else " (from systemd)"
         log.info("HTTP: POST http://%s/v1/events%s; peer uids by %s", self.address, how, self.peer_uids.method)
+        log.info("OTLP/HTTP: POST http://%s/v1/logs and /v1/metrics (protobuf or JSON)", self.address)
 
     # -- connections ---------------------------------------------------------------------------
     def opened(self, proto: HttpProtocol) -> None:
@@ -332,6 +337,7 @@ class HttpListener:
         for proto in list(self.connections):
             if not proto.waiting_on_us:
                 proto.close()
+        await self.otlp.drain()  # OTLP bodies in decoding: their records join the last batches
         await asyncio.sleep(0)  # let connection_lost callbacks run
 
     def _accept_queued(self) -> None:
@@ -358,6 +364,7 @@ class HttpListener:
         with contextlib.suppress(OSError):
             self.sock.close()
         self.peer_uids.close()
+        self.otlp.close()
 
     def status(self) -> dict[str, Any]:
         """The ``http`` part of ``!status`` (docs/operations.md)."""
@@ -372,4 +379,5 @@ class HttpListener:
             "requests": self.requests,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "by_reason": dict(sorted(self.by_reason.items())),
+            "otlp": self.otlp.status(),
         }

@@ -8,21 +8,23 @@ socket (the lines go to ``Ingest.lines`` like the socket's). Replies (docs/proto
   with ``?wait=1``, ``200 {"ok":true,"eid":N}`` once committed;
 - NDJSON: ``204`` when every line was accepted, else a summary with the first errors; with
   ``?wait=1``, the summary once every line is committed;
+- ``POST /v1/logs``, ``/v1/metrics``: OpenTelemetry's OTLP/HTTP, handed to daemon/otlp_http.py
+  (``Request.otlp``), which buffers, decodes and answers it;
 - ``404`` another path, ``405`` another method, ``415`` another body type, ``401`` without the
   token (when one is configured): answered after the request's body, which is discarded, on a
   connection kept open;
 - ``400`` an HTTP message httptools cannot parse, ``413`` a JSON body that cannot be stored
   (recorded as ``too_long``: over the cutting limit ``truncate_limit``, or over ``max_line``
   and not cuttable; a body over ``max_line`` up to that limit is stored with its longest values
-  cut to fit, as a long line on the Unix socket: oversize.py), ``431`` headers over ``MAX_HEAD``, ``403`` another user:
-  answered at once, then the connection is closed after ``LINGER`` seconds of discarding what
-  the client still sends (closing at once would reset the connection under a client still
-  uploading, which then never reads the answer).
+  cut to fit, as a long line on the Unix socket: oversize.py), ``431`` headers over
+  ``MAX_HEAD``, ``403`` another user: answered at once, then the connection is closed after
+  ``LINGER`` seconds of discarding what the client still sends (closing at once would reset the
+  connection under a client still uploading, which then never reads the answer).
 
 Nothing is buffered beyond bounds: the request line and headers up to ``MAX_HEAD``, a JSON body
 up to ``max_line`` (beyond it up to ``truncate_limit``, taken from the memory budget for cutting
-that the Unix socket's connections share), an NDJSON body one line at a time (as on the socket), at most
-``MAX_PIPELINE`` unanswered requests per connection (then reading pauses).
+that the Unix socket's connections share), an NDJSON body one line at a time (as on the
+socket), at most ``MAX_PIPELINE`` unanswered requests per connection (then reading pauses).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import httptools
 import msgspec
 
 from hookd import oversize
+from hookd.daemon.otlp_http import PATHS as OTLP_PATHS
+from hookd.daemon.otlp_http import OtlpRequest
 from hookd.framing import PREVIEW_BYTES, LineSplitter, Peer
 
 if TYPE_CHECKING:
@@ -58,7 +62,7 @@ PATH: Final = b"/v1/events"
 _PATH_QUERY: Final = PATH + b"?"
 JSON_TYPES: Final = (b"application/json",)
 NDJSON_TYPES: Final = (b"application/x-ndjson", b"application/ndjson", b"application/jsonl")
-_WANTED = frozenset((b"content-type", b"content-length", b"authorization", b"expect"))
+_WANTED = frozenset((b"content-type", b"content-length", b"authorization", b"expect", b"content-encoding"))
 _WANTED_LENGTHS = frozenset(map(len, _WANTED))  # most headers are skipped without lower()
 _TRUE = (b"1", b"true", b"yes")
 
@@ -89,15 +93,18 @@ def _http_date() -> bytes:
     return _date[1]
 
 
-def response(status: int, body: bytes = b"", *, keep_alive: int | None, extra: bytes = b"") -> bytes:
+def response(
+    status: int, body: bytes = b"", *, keep_alive: int | None, extra: bytes = b"", ctype: bytes | None = None
+) -> bytes:
     """A whole response. ``keep_alive``: seconds the connection stays open idle (told to the
     client, so that it closes first and never sends on a connection we are closing), or None
-    for ``Connection: close``."""
+    for ``Connection: close``. ``ctype``: the body's type (JSON when not given; sent with an
+    empty body too when given, as OTLP asks)."""
     out = b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, _REASONS[status], _http_date())
     if body:
-        out += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        out += b"Content-Type: %s\r\nContent-Length: %d\r\n" % (ctype or b"application/json", len(body))
     elif status != 204:
-        out += b"Content-Length: 0\r\n"
+        out += (b"Content-Type: %s\r\n" % ctype if ctype else b"") + b"Content-Length: 0\r\n"
     conn = b"Connection: close\r\n" if keep_alive is None else b"Keep-Alive: timeout=%d\r\n" % keep_alive
     return out + conn + extra + b"\r\n" + body
 
@@ -160,6 +167,7 @@ class Request:
         "keep",
         "head",
         "held",
+        "otlp",
         "_proto",
     )
 
@@ -185,6 +193,7 @@ class Request:
         self.keep = False  # the client keeps the connection (HTTP/1.1 default, or keep-alive)
         self.head = False  # a HEAD request: its answer has no body
         self.held = 0  # bytes of a JSON body over max_line taken from the listener's cut_budget
+        self.otlp: OtlpRequest | None = None  # POST /v1/logs or /v1/metrics (daemon/otlp_http.py)
 
     def fail(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` after the body (which is then discarded)."""
@@ -289,6 +298,8 @@ class HttpProtocol(asyncio.Protocol):
             self._release(self._req)
             if self._queue and self._queue[-1] is self._req:
                 self._queue.pop()
+            if self._req.otlp is not None:
+                self._req.otlp.abandon()  # its body's bytes back to the shared budget
             self._req = None
         return bool(self._queue) and not self._ending
 
@@ -296,6 +307,8 @@ class HttpProtocol(asyncio.Protocol):
         self._release(self._req)
         if self._linger is not None:
             self._linger.cancel()
+        if self._req is not None and self._req.otlp is not None:
+            self._req.otlp.abandon()
         self._queue.clear()
         self._transport = None
         self._lst.closed(self)
@@ -383,12 +396,19 @@ class HttpProtocol(asyncio.Protocol):
         method = self._parser.get_method()
         req.head = method == b"HEAD"
         path, query = self._target()
-        if path != PATH:
+        signal = OTLP_PATHS.get(path) if path != PATH else None
+        if path != PATH and signal is None:
             req.fail(404, "not_found", f"no such path: POST events to {PATH.decode()}")
         elif method != b"POST":
-            req.fail(405, "method_not_allowed", f"{PATH.decode()} takes POST only")
+            req.fail(405, "method_not_allowed", f"{path.decode()} takes POST only")
         elif not self._lst.authorized(self._headers.get(b"authorization")):
             req.fail(401, "unauthorized", "send `Authorization: Bearer TOKEN` (the token of http.token_file)")
+        elif signal is not None:
+            req.otlp = OtlpRequest(self._lst.otlp, signal, self._headers)
+            too_long = req.otlp.begin(req, self._headers.get(b"content-length"), self._peer)
+            if too_long:
+                self._fatal(413, "too_long", too_long)
+                raise _Stop
         else:
             self._accept_body(req, query)
         expect = self._headers.get(b"expect", b"").lower() == b"100-continue"
@@ -435,6 +455,12 @@ class HttpProtocol(asyncio.Protocol):
             assert req.splitter is not None
             self._frame_lines(req, req.splitter.feed(body))
             return
+        if req.otlp is not None:
+            too_long = req.otlp.feed(req, body, self._peer)
+            if too_long:
+                self._fatal(413, "too_long", too_long)
+                raise _Stop
+            return
         req.body += body
         if len(req.body) > self._lst.max_line and len(req.body) > req.held:
             self._hold(req, len(req.body), bytes(req.body[:PREVIEW_BYTES]))
@@ -479,6 +505,8 @@ class HttpProtocol(asyncio.Protocol):
             self._frame_lines(req, [tail] if tail is not None else [])
             if not req.events and not req.rejected:
                 req.fail(400, "empty", "the body holds no event: send one JSON object a line")
+        elif req.otlp is not None:
+            req.otlp.complete(req, self._peer, self.finish)
         else:
             self._frame_one(req)
         self._req = None  # only now: a failure above is this request's (_fatal answers it)
@@ -600,6 +628,10 @@ class HttpProtocol(asyncio.Protocol):
         lst = self._lst
         keep = None if (req.close or not req.keep or lst.stopping) else lst.keep_alive
         req.close = keep is None
+        if req.otlp is not None:
+            status, body, extra = req.otlp.answer(req)
+            lst.count(status, req.reason)
+            return response(status, body, keep_alive=keep, extra=extra, ctype=req.otlp.ctype)
         if req.status:
             lst.count(req.status, req.reason)
             extra = b""

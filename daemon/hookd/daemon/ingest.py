@@ -201,6 +201,12 @@ class Ingest:
         self._reject("too_long", detail, head, time.time(), peer, size=size)
         self._schedule()
 
+    def refused(self, reason: str, detail: str, head: bytes, peer: Peer, size: int) -> None:
+        """A request body the caller could not turn into events (an OTLP body that is not
+        OTLP, or too large: daemon/otlp_http.py), recorded as one rejection."""
+        self._reject(reason, detail, head, time.time(), peer, size=size)
+        self._schedule()
+
     def imported(self, rows: list[tuple], mirror: list[bytes], rejects: list[tuple], session: Any) -> None:
         """Lines of an ``!import`` (daemon/import_stream.py), framed with this ``framer`` and
         keyed (every row has an id): into the current batch beside live lines, so eids stay in

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from hookd import forwarding
 from hookd.wire import Policy
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class RetentionSchedule:
         """Owned by the daemon's TaskGroup. Sends nothing while no rule is configured."""
         while True:  # the policy is read again each time: SIGHUP may have changed it
             policy = Policy.from_settings(self.settings)
+            if policy.db_rules and self.settings.forward_url:
+                # Events not forwarded yet are kept: the forwarder's cursor, from its state file.
+                policy.forwarded = await asyncio.to_thread(forwarding.forwarded_eid, self.settings)
             if policy.db_rules or policy.mirror_rules:
                 self.link.retain(policy)
             await asyncio.sleep(self.settings.retention_interval)

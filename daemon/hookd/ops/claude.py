@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 from hookd.errors import ConfigError, UsageError
 from hookd.framing import normalize_type
+from hookd.ops import claude_telemetry
 from hookd.ops.githooks import find_emit
 from hookd.paths import PATH_RULES
 from hookd.settings import Settings
@@ -438,10 +439,11 @@ class Changes:
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     theirs: list[str] = field(default_factory=list)  # events that already run a hookd-emit of the user's
+    env: bool = False  # the telemetry variables in ``env`` changed (claude_telemetry.py)
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.removed)
+        return bool(self.added or self.updated or self.removed or self.env)
 
 
 def merge(sf: SettingsFile, plan: Plan) -> Changes:
@@ -509,11 +511,17 @@ def _pruned(data: Any) -> Any:
 
 
 # -- the commands -----------------------------------------------------------------------------
-def install(path: Path, settings: Settings, want: str | None = None, emit: str | None = None) -> list[str]:
-    """Install (or refresh) hookd's hooks in ``path``; one line per thing said."""
+def install(
+    path: Path, settings: Settings, want: str | None = None, emit: str | None = None, telemetry: bool | None = None
+) -> list[str]:
+    """Install (or refresh) hookd's hooks in ``path``; one line per thing said. ``telemetry``:
+    add (True) or remove (False) the env block of claude_telemetry.py; None refreshes it where
+    an earlier ``--telemetry`` wrote it."""
     plan = make_plan(settings, want, emit)
+    env = claude_telemetry.wanted(settings, http_url(getattr(settings, "http_listen", None))) if telemetry else None
     sf = read_settings(path)
     ch = merge(sf, plan)
+    ch.env, said = _telemetry(sf, settings, telemetry, env)
     n = len(ch.added) + len(ch.updated) + len(ch.kept)
     form = f"http hooks posting to {plan.url}" if plan.mode == "http" else f"`{plan.command}`"
     lines = []
@@ -525,14 +533,44 @@ def install(path: Path, settings: Settings, want: str | None = None, emit: str |
             lines.append(f"{path}: the previous file is kept as {sf.backup}")
         write_atomic(sf.path, render(sf.data, sf.raw))
         done = (("added", ch.added), ("updated", ch.updated), ("removed", ch.removed))
-        counts = ", ".join(f"{len(v)} {k}" for k, v in done if v)
+        counts = ", ".join(f"{len(v)} {k}" for k, v in done if v) or "unchanged"
         lines.append(f"{path}: hookd's hooks for {n} Claude Code events ({counts}): {form}")
     left_out = [e.name for e in EVENTS if not e.included]
     lines.append(f"  not installed: {', '.join(left_out)} (why: docs/integrations.md, Claude Code)")
     if plan.mode == "http":
         http = sum(1 for e in EVENTS if e.form("http") == "http")
         lines.append(f"  {http} as http hooks; SessionStart, Setup and PermissionRequest always run the command")
-    return lines + _notes(path, sf, ch, plan)
+    return lines + said + _notes(path, sf, ch, plan)
+
+
+def _telemetry(
+    sf: SettingsFile, settings: Settings, telemetry: bool | None, env: dict[str, str] | None
+) -> tuple[bool, list[str]]:
+    """Apply ``--telemetry`` / ``--no-telemetry`` (or refresh an earlier one) to ``sf``:
+    (whether ``env`` changed, what to say)."""
+    if telemetry is False:
+        removed, kept = claude_telemetry.remove(sf.data, sf.path)
+        if not removed and not kept:
+            return False, ["telemetry: no export to hookd was set up in env; nothing to remove"]
+        return True, [f"telemetry: removed {', '.join(removed) or 'nothing'} from env", *_kept(kept)]
+    if env is None:
+        if not claude_telemetry.installed(sf.data):
+            return False, []
+        try:
+            env = claude_telemetry.wanted(settings, http_url(getattr(settings, "http_listen", None)))
+        except UsageError as e:
+            return False, [f"note: the telemetry export set up earlier is left as it is: {e}"]
+    changed = claude_telemetry.merge(sf.data, env, sf.path)
+    target = f"Claude Code exports its OpenTelemetry logs and metrics to {env[claude_telemetry.ENDPOINT]}"
+    done = f"env: {', '.join(changed)} set" if changed else "already in place"
+    line = f"telemetry: {target} ({claude_telemetry.PROTOCOL}; see the view session_usage); {done}"
+    return bool(changed), [line, claude_telemetry.note_choices()]
+
+
+def _kept(kept: list[str]) -> list[str]:
+    if not kept:
+        return []
+    return [f"  kept {', '.join(kept)}: you changed them since install-claude set them"]
 
 
 def _notes(path: Path, sf: SettingsFile, ch: Changes, plan: Plan) -> list[str]:
@@ -601,8 +639,11 @@ def uninstall(path: Path) -> list[str]:
     if sf.raw is None:
         return [f"{path}: no such file; nothing to do"]
     events = remove_all(sf)
-    if not events:
+    removed, kept = claude_telemetry.remove(sf.data, sf.path)
+    if not events and not removed and not kept:
         return [f"{path}: no hooks of hookd's; nothing changed"]
+    telemetry = [f"  telemetry: removed {', '.join(removed) or 'nothing'} from env"] if removed or kept else []
+    telemetry += _kept(kept)
     try:
         backup_raw = sf.backup.read_bytes()
         backup = parse_json(backup_raw, sf.backup)
@@ -614,9 +655,9 @@ def uninstall(path: Path) -> list[str]:
         return [
             f"{path}: hookd's hooks removed from {len(events)} events; the file is back as it was before "
             f"install-claude, byte for byte ({sf.backup.name} was that copy: removed)"
-        ]
+        ] + telemetry
     write_atomic(sf.path, render(sf.data, sf.raw))
-    lines = [f"{path}: hookd's hooks removed from {len(events)} events; everything else is as it was"]
+    lines = [f"{path}: hookd's hooks removed from {len(events)} events; everything else is as it was", *telemetry]
     if backup_raw is not None:
         lines.append(f"  {sf.backup} still holds the file as it was before the first install-claude")
     return lines

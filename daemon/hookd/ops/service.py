@@ -9,7 +9,8 @@ enabled and started; elsewhere the exact commands are printed for the user to ru
 With ``http.listen`` set, a third unit, ``hookd-http.socket`` (template ``systemd/hookd-http.socket``),
 holds the HTTP port the same way, and hookd.service is rendered to want it and to allow exactly
 the address families that port needs (``AF_INET`` or ``AF_INET6``, and ``AF_NETLINK`` for the
-peer-uid lookup, daemon/hookd/daemon/peer_uid.py).
+peer-uid lookup, daemon/hookd/peer_uid.py). With ``forward.url`` set, it allows
+``AF_INET`` and ``AF_INET6`` too, for the forwarder's connection to PostgreSQL.
 """
 
 from __future__ import annotations
@@ -74,23 +75,26 @@ def _exec_path(path: Path) -> str:
     return text
 
 
-def render(name: str, executable: Path, http: str | None = None) -> str:
-    """A unit's text for this installation; ``http`` is ``http.listen`` (``127.0.0.1:8787``)."""
+def render(name: str, executable: Path, http: str | None = None, *, forward: bool = False) -> str:
+    """A unit's text for this installation; ``http`` is ``http.listen`` (``127.0.0.1:8787``);
+    ``forward``: forwarding to PostgreSQL is on (``forward.url``), whose connection needs TCP."""
     template = resources.files("hookd").joinpath("units", name).read_text(encoding="utf-8")
     text = template.replace(PLACEHOLDER, _exec_path(executable))
     if name == HTTP_UNIT:
         assert http is not None
         return text.replace(LISTEN_PLACEHOLDER, http)
-    if name == "hookd.service" and http is not None:
-        family = "AF_INET6" if http.startswith("[") else "AF_INET"
+    if name != "hookd.service" or (http is None and not forward):
+        return text
+    families, why = [], []
+    if http is not None:
+        families += ["AF_INET6" if http.startswith("[") else "AF_INET", "AF_NETLINK"]
+        why.append(f"The HTTP port ({http}) and the kernel's socket table (whose uid owns a connection).")
         text = _replace_line(text, _AFTER_LINE, f"{_AFTER_LINE} {HTTP_UNIT}\nWants={HTTP_UNIT}")
-        text = _replace_line(
-            text,
-            _FAMILIES_LINE,
-            f"# The HTTP port ({http}) and the kernel's socket table (whose uid owns a connection).\n"
-            f"{_FAMILIES_LINE} {family} AF_NETLINK",
-        )
-    return text
+    if forward:
+        families += [f for f in ("AF_INET", "AF_INET6") if f not in families]
+        why.append("The forwarder's connection to PostgreSQL (forward.url).")
+    comment = "".join(f"# {line}\n" for line in why)
+    return _replace_line(text, _FAMILIES_LINE, f"{comment}{_FAMILIES_LINE} {' '.join(families)}")
 
 
 def _replace_line(text: str, line: str, new: str) -> str:
@@ -162,13 +166,15 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def install(*, dry_run: bool, http: str | None = None, out: Callable[[str], None] = print) -> None:
+def install(
+    *, dry_run: bool, http: str | None = None, forward: bool = False, out: Callable[[str], None] = print
+) -> None:
     """Write the units (with ``hookd-http.socket`` when ``http`` is http.listen) and start them."""
     directory = unit_dir()
     exe = hookd_executable()
     if http is not None and http.endswith(":0"):
         raise HookdError(f"http.listen is {http}: under systemd the port must be fixed (hooks' URLs name it)")
-    texts = {name: render(name, exe, http) for name in units(http)}
+    texts = {name: render(name, exe, http, forward=forward) for name in units(http)}
     commands = _install_commands(http)
     stale = directory / HTTP_UNIT if not http and (directory / HTTP_UNIT).exists() else None
     if dry_run:

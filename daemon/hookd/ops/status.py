@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from hookd import spool
+from hookd import forwarding, spool
 from hookd.ops.reading import daemon_status, open_readonly
 from hookd.ops.show import ago, local_time
 from hookd.paths import daemon_running
@@ -58,11 +58,13 @@ def gather_status(settings: Settings, now: float | None = None) -> dict[str, Any
         "db_bytes": None,
         "types": {},
         "lost_tool_calls": None,
+        "forward": None,
     }
     seen: dict[str, TypeSeen] = {}
     if paths.db.exists():
         with contextlib.closing(open_readonly(paths.db)) as conn:
             out.update(_totals(conn))
+            out["forward"] = forward_status(settings, conn, now)
             seen = _types_seen(conn, now)
             out["lost_tool_calls"] = lost_tool_calls(conn, now - LOST_WINDOW)
             out["spool_dropped"] = spool_dropped(conn, paths.spool_dir)
@@ -96,6 +98,47 @@ def spool_dropped(conn: sqlite3.Connection | None, directory: Path) -> dict[str,
     return {"events": events, "first": min(firsts, default=None), "last": max(lasts, default=None)}
 
 
+def forward_status(settings: Settings, conn: sqlite3.Connection | None, now: float) -> dict[str, Any] | None:
+    """Forwarding to PostgreSQL (None when ``forward.url`` is not set): the forwarder's state
+    file, and the lag counted in the database, in events and in seconds (how long the oldest
+    event not forwarded yet has waited since hookd received it)."""
+    if not settings.forward_url:
+        return None
+    host = forwarding.host_of(settings)
+    state = forwarding.read_state(forwarding.state_path(settings.paths.db))
+    known = state is not None and state.matches(settings.forward_url, host)
+    last = state.last_eid if known and state else 0
+    lag_events, oldest = 0, None
+    if conn is not None:
+        lag_events = conn.execute("SELECT count(*) FROM events WHERE eid > ?", (last,)).fetchone()[0]
+        row = conn.execute("SELECT recv_ts FROM events WHERE eid > ? ORDER BY eid LIMIT 1", (last,)).fetchone()
+        oldest = row[0] if row else None
+    return {
+        "url": settings.forward_url,
+        "host": host,
+        "state_known": known,
+        "last_eid": last,
+        "forwarded_at": state.forwarded_at if known and state else None,
+        "lag_events": lag_events,
+        "lag_seconds": max(0.0, now - oldest) if oldest is not None else 0.0,
+        "error": state.error if known and state else None,
+        "error_since": state.error_since if known and state else None,
+        "sanitized": state.sanitized if known and state else 0,
+        "max_lag": settings.forward_max_lag,
+    }
+
+
+def _forward_problem(f: dict[str, Any] | None) -> str | None:
+    """``--check``: forwarding more than ``forward.max_lag`` behind."""
+    if not f or f["lag_seconds"] <= f["max_lag"]:
+        return None
+    why = f"; last error: {f['error']}" if f["error"] else ""
+    return (
+        f"forward: {f['lag_events']:,} events not forwarded to PostgreSQL, the oldest for "
+        f"{_duration(f['lag_seconds'])}, over forward.max_lag ({_duration(f['max_lag'])}){why}"
+    )
+
+
 def problems(st: dict[str, Any], now: float) -> list[str]:
     """One line per thing a monitor should hear about (``hookd status --check``): an expected
     type that is never seen, stale, or in the future; events dropped while the spool was full
@@ -119,6 +162,9 @@ def problems(st: dict[str, Any], now: float) -> list[str]:
     dropped = st.get("spool_dropped")
     if dropped and dropped["last"] and now - dropped["last"] < DROPPED_RECENT:
         out.append(f"{_dropped_text(dropped)} (the last one {ago(now - dropped['last'])}): {_DROPPED_HELP}")
+    forward = _forward_problem(st.get("forward"))
+    if forward:
+        out.append(forward)
     if not st["running"] and st["spool_waiting"]:
         out.append(f"the daemon is not running and {st['spool_waiting']} spool file(s) wait in {st['spool_dir']}")
     elif st["running"] and st["daemon"] is None:
@@ -166,6 +212,7 @@ def _totals(conn: sqlite3.Connection) -> dict[str, Any]:
         "rejected": sum(rejected.values()),
         "connections_closed": _with_prefix(counters, "connections."),
         "retention_deleted": counters.get("retention.deleted", 0),
+        "retention_deleted_unforwarded": counters.get("retention.deleted.unforwarded", 0),
         "db_bytes": pages * conn.execute("PRAGMA page_size").fetchone()[0],
     }
 
@@ -178,6 +225,12 @@ def _types_seen(conn: sqlite3.Connection, now: float) -> dict[str, TypeSeen]:
         ).fetchone()
         seen[etype] = TypeSeen(count, first_ts, last_ts, last_hour)
     return seen
+
+
+def type_states(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[str, dict[str, Any]]:
+    """Per type, seen or expected: its state and figures, as ``hookd status`` shows them (the
+    dashboard's Overview asks this too)."""
+    return _type_states(settings, _types_seen(conn, now), now)
 
 
 def _type_states(settings: Settings, seen: dict[str, TypeSeen], now: float) -> dict[str, dict[str, Any]]:
@@ -316,10 +369,29 @@ def _render_totals(st: dict[str, Any], w: Callable[[str], object]) -> None:
         if st["retention_deleted"]:
             parts.append(f"{st['retention_deleted']:,} events deleted by retention")
         w("also: " + ", ".join(parts) + "\n")
+    _render_forward(st.get("forward"), st.get("retention_deleted_unforwarded", 0), w)
     if st.get("spool_dropped"):
         cap = st["spool_max_size"]
         w(f"spool: {_dropped_text(st['spool_dropped'])} (cap {_size(cap)}; now {_size(st['spool_bytes'])})\n")
     _render_lost(st.get("lost_tool_calls"), w)
+
+
+def _render_forward(f: dict[str, Any] | None, deleted: int, w: Callable[[str], object]) -> None:
+    """Where forwarding to PostgreSQL is: ``forward: to URL as host H: ...``."""
+    if not f:
+        return
+    w(f"forward: to {f['url']} as host {f['host']}: ")
+    if f["forwarded_at"] is not None:
+        w(f"eid {f['last_eid']} forwarded, the last batch {local_time(f['forwarded_at'])}; ")
+    elif not f["state_known"]:
+        w("nothing forwarded yet; ")
+    w(f"lag {f['lag_events']:,} events, {f['lag_seconds']:,.1f} s\n")
+    if f["error"]:
+        w(f"  ERROR since {local_time(f['error_since'])}: {f['error']}\n")
+    if f["sanitized"]:
+        w(f"  {f['sanitized']:,} events had NUL characters or lone surrogates, stored with U+FFFD in PostgreSQL\n")
+    if deleted:
+        w(f"  {deleted:,} events were deleted by retention.max_size before they were forwarded\n")
 
 
 def _render_types(st: dict[str, Any], w: Callable[[str], object], now: float) -> None:

@@ -1,5 +1,6 @@
 """The key fields of an event in a few words, for ``hookd tail`` on a terminal: a Claude Code tool
-call's tool and command or file, a prompt's start, a commit's sha, branch and subject; for other
+call's tool and command or file, a prompt's start, a commit's sha, branch and subject, an API
+request's model, cost and tokens (Claude Code's telemetry); for other
 types, their fields as ``key=value``.
 
 Payloads are whatever clients sent: a field of an unexpected type is skipped, never an error.
@@ -118,6 +119,38 @@ def git_rewrite(data: dict[str, Any]) -> str:
     return f"{head}: {n} rewritten, now {_short(data.get('sha'))}{_in_repo(data)}"
 
 
+def _number(v: Any) -> float | None:
+    """A figure Claude Code's telemetry sent as a number or as a string of one."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return v
+    try:
+        return float(v) if isinstance(v, str) else None
+    except ValueError:
+        return None
+
+
+def api_request(data: dict[str, Any]) -> str:
+    """``claude-sonnet-4-5 $0.0123; 1,200 in / 310 out tokens; cache 5,000 read / 40 written; 912 ms``
+    (Claude Code's OpenTelemetry ``claude_code.api_request``)."""
+    parts = [_text(data.get("model")) or "?"]
+    cost = _number(data.get("cost_usd"))
+    if cost is not None:
+        parts[0] += f" ${cost:.4f}"
+    tokens = [
+        _number(data.get(k)) for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+    ]
+    if tokens[0] is not None or tokens[1] is not None:
+        parts.append(f"{int(tokens[0] or 0):,} in / {int(tokens[1] or 0):,} out tokens")
+    if tokens[2] or tokens[3]:
+        parts.append(f"cache {int(tokens[2] or 0):,} read / {int(tokens[3] or 0):,} written")
+    duration = _number(data.get("duration_ms"))
+    if duration is not None:
+        parts.append(f"{duration:.0f} ms")
+    return "; ".join(parts)
+
+
 _BY_TYPE: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
     "pre_tool_use": tool,
     "post_tool_use": tool,
@@ -127,4 +160,5 @@ _BY_TYPE: Final[dict[str, Callable[[dict[str, Any]], str]]] = {
     "git_checkout": git_checkout,
     "git_merge": git_merge,
     "git_rewrite": git_rewrite,
+    "claude_code_api_request": api_request,
 }

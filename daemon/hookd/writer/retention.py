@@ -12,6 +12,10 @@ Rules, applied to the database (the mirror is kept by its own age and size limit
   else ``max_age``; None is forever) is deleted;
 - size: while the data in the database (pages in use, not free pages) exceeds ``max_size``,
   the oldest events are deleted, except those of types configured to be kept forever.
+- forwarding (``policy.forwarded`` set): events above the forwarded cursor are not in
+  PostgreSQL yet. The age rule never deletes them; the size rule deletes them only once no
+  forwarded event is left to delete (``max_size`` protects the disk), and counts them in
+  ``retention.deleted.unforwarded`` (the writer logs a warning, ``hookd status`` shows it).
 
 Deleted pages are reused by SQLite; the file itself only shrinks with ``hookd vacuum``.
 """
@@ -33,6 +37,7 @@ class StepResult:
     age: int = 0  # events deleted by the age rule
     size: int = 0  # events deleted by the size rule
     more: bool = False  # whether another step has work to do
+    unforwarded: int = 0  # of those, events deleted before they were forwarded (size rule only)
 
 
 def data_size(db: Any) -> int:
@@ -42,14 +47,23 @@ def data_size(db: Any) -> int:
     return (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
 
 
-# The (type, ts) index finds the oldest events of a type; the subquery bounds the step.
-DELETE_AGED = "DELETE FROM events WHERE eid IN (SELECT eid FROM events WHERE type = ? AND ts < ? LIMIT ?)"
+# The (type, ts) index finds the oldest events of a type; the subquery bounds the step; the
+# eid bound spares events not forwarded yet.
+DELETE_AGED = "DELETE FROM events WHERE eid IN (SELECT eid FROM events WHERE type = ? AND ts < ? AND eid <= ? LIMIT ?)"
+#: No forwarding: every eid is below this.
+NO_BOUND = (1 << 63) - 1
 #: After deleting n events of a type: its count and oldest ts. A type whose count reaches 0
 #: keeps its row (status shows when it was last seen); its first_ts is then set to last_ts.
 UPDATE_TYPE = (
     "UPDATE event_types SET count = max(count - ?2, 0), "
     "first_ts = coalesce((SELECT min(ts) FROM events WHERE type = ?1), last_ts) WHERE type = ?1"
 )
+
+
+def deleted(db: Any) -> int:
+    """Events the last DELETE removed. Not ``total_changes``: that also counts what the
+    summaries' trigger changed (schema migration 7), SQL's ``changes()`` does not."""
+    return db.execute("SELECT changes()").fetchone()[0]
 
 
 def step(db: Any, policy: Policy, now: float | None = None, limit: int | None = None) -> StepResult:
@@ -87,9 +101,9 @@ def _delete_aged(db: Any, policy: Policy, now: float, budget: int, res: StepResu
         if budget <= 0:
             res.more = True
             break
-        before = db.total_changes
-        db.execute(DELETE_AGED, (etype, now - age, budget))
-        n = db.total_changes - before
+        bound = NO_BOUND if policy.forwarded is None else policy.forwarded
+        db.execute(DELETE_AGED, (etype, now - age, bound, budget))
+        n = deleted(db)
         removed[etype] = removed.get(etype, 0) + n
         res.age += n
         budget -= n
@@ -104,7 +118,7 @@ def _delete_for_size(db: Any, policy: Policy, max_size: int, budget: int, res: S
     size = data_size(db)
     if size <= max_size:
         return {}
-    res.size, by_type = _delete_oldest(db, policy, size, budget)
+    res.size, by_type, res.unforwarded = _delete_oldest(db, policy, size, budget)
     res.more = res.more or (res.size > 0 and data_size(db) > max_size)
     return by_type
 
@@ -129,15 +143,17 @@ def _record(db: Any, res: StepResult, removed: dict[str, int], newest: int | Non
             "retention.deleted": res.age + res.size,
             "retention.deleted.age": res.age,
             "retention.deleted.size": res.size,
+            UNFORWARDED: res.unforwarded,
         },
     )
 
 
-def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int, dict[str, int]]:
-    """Delete about enough of the oldest events to bring the data under ``max_size``."""
+def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int, dict[str, int], int]:
+    """Delete about enough of the oldest events to bring the data under ``max_size``: forwarded
+    ones first. Returns (deleted, deleted by type, deleted that were not forwarded)."""
     total = db.execute("SELECT coalesce(sum(count), 0) FROM event_types").fetchone()[0]
     if total <= 0:
-        return 0, {}
+        return 0, {}, 0
     per_row = size / total  # bytes per event, indexes included
     want = min(budget, max(100, math.ceil((size - policy.max_size) / per_row)))
     spare = json.dumps(policy.forever())
@@ -150,8 +166,8 @@ def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int
             "SELECT max(eid) FROM events WHERE type NOT IN (SELECT value FROM json_each(?))", (spare,)
         ).fetchone()
         if row is None or row[0] is None:
-            return 0, {}
-    hi = row[0]
+            return 0, {}, 0
+    hi = _spare_unforwarded(db, policy, row[0], spare)
     by_type = dict(
         db.execute(
             "SELECT type, count(*) FROM events WHERE eid <= ? AND type NOT IN (SELECT value FROM json_each(?)) "
@@ -159,9 +175,30 @@ def _delete_oldest(db: Any, policy: Policy, size: int, budget: int) -> tuple[int
             (hi, spare),
         ).fetchall()
     )
-    before = db.total_changes
+    unforwarded = 0
+    if policy.forwarded is not None and hi > policy.forwarded:
+        unforwarded = db.execute(
+            "SELECT count(*) FROM events WHERE eid > ? AND eid <= ? AND type NOT IN (SELECT value FROM json_each(?))",
+            (policy.forwarded, hi, spare),
+        ).fetchone()[0]
     db.execute("DELETE FROM events WHERE eid <= ? AND type NOT IN (SELECT value FROM json_each(?))", (hi, spare))
-    return db.total_changes - before, by_type
+    return deleted(db), by_type, unforwarded
+
+
+def _spare_unforwarded(db: Any, policy: Policy, hi: int, spare: str) -> int:
+    """The size rule's upper eid, lowered to the forwarded cursor while forwarded events are
+    left to delete; once none is, ``hi`` as it was (the disk's bound wins, counted)."""
+    if policy.forwarded is None or hi <= policy.forwarded:
+        return hi
+    (forwarded_hi,) = db.execute(
+        "SELECT max(eid) FROM events WHERE eid <= ? AND type NOT IN (SELECT value FROM json_each(?))",
+        (policy.forwarded, spare),
+    ).fetchone()
+    return hi if forwarded_hi is None else forwarded_hi
+
+
+#: In ``counters``: events retention deleted before they were forwarded to PostgreSQL.
+UNFORWARDED = "retention.deleted.unforwarded"
 
 
 def human(n: float) -> str:

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
@@ -226,6 +227,308 @@ def _m_rejected_line_key(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS rejected_line_key ON rejected(line_key) WHERE line_key IS NOT NULL")
 
 
+#: Migration 6: Claude Code's telemetry (OTLP, daemon/otlp_http.py) beside the hook events.
+#: Attribute types vary between Claude Code's events (``duration_ms`` a number on api_request,
+#: a string on tool_result), so every figure is CAST. docs/protocol.md lists every column.
+_TELEMETRY_USAGE = """
+-- tool_calls joins the tool_result telemetry by tool_use_id: an expression index on those
+-- records only (the pairing's pattern: other inserts pay nothing).
+CREATE INDEX IF NOT EXISTS events_otel_tool_use_id ON events(json_extract(data, '$.tool_use_id'))
+    WHERE type = 'claude_code_tool_result';
+
+-- Cost and tokens per session, from the api_request records (api_error counted beside them);
+-- first_ts and last_ts span all the session's events, hooks and telemetry.
+DROP VIEW IF EXISTS session_usage;
+CREATE VIEW session_usage AS
+SELECT session,
+       total(cost_usd)                        AS cost_usd,
+       coalesce(sum(input_tokens), 0)         AS input_tokens,
+       coalesce(sum(output_tokens), 0)        AS output_tokens,
+       coalesce(sum(cache_read_tokens), 0)    AS cache_read_tokens,
+       coalesce(sum(cache_creation_tokens), 0) AS cache_creation_tokens,
+       sum(api_requests)                      AS api_requests,
+       sum(api_errors)                        AS api_errors,
+       group_concat(model, ',')               AS models,
+       total(api_duration_ms)                 AS api_duration_ms,
+       (SELECT min(e.ts) FROM events AS e WHERE e.session = u.session) AS first_ts,
+       (SELECT max(e.ts) FROM events AS e WHERE e.session = u.session) AS last_ts
+FROM (SELECT session,
+             json_extract(data, '$.model') AS model,
+             total(CASE WHEN type = 'claude_code_api_request'
+                        THEN CAST(json_extract(data, '$.cost_usd') AS REAL) END)              AS cost_usd,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.input_tokens') AS INTEGER) END)          AS input_tokens,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.output_tokens') AS INTEGER) END)         AS output_tokens,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER) END)     AS cache_read_tokens,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER) END) AS cache_creation_tokens,
+             sum(type = 'claude_code_api_request')                                            AS api_requests,
+             sum(type = 'claude_code_api_error')                                              AS api_errors,
+             total(CASE WHEN type = 'claude_code_api_request'
+                        THEN CAST(json_extract(data, '$.duration_ms') AS REAL) END)           AS api_duration_ms
+      FROM events
+      WHERE type IN ('claude_code_api_request', 'claude_code_api_error') AND session IS NOT NULL
+      GROUP BY session, model
+      ORDER BY session, model) AS u
+GROUP BY session;
+
+-- The same per prompt (the telemetry's prompt.id, the hooks' prompt_id), with the prompt's
+-- tool calls: distinct tool_use_ids of tool_result records and PreToolUse hooks.
+DROP VIEW IF EXISTS prompt_usage;
+CREATE VIEW prompt_usage AS
+SELECT prompt_id,
+       max(session)                           AS session,
+       total(cost_usd)                        AS cost_usd,
+       coalesce(sum(input_tokens), 0)         AS input_tokens,
+       coalesce(sum(output_tokens), 0)        AS output_tokens,
+       coalesce(sum(cache_read_tokens), 0)    AS cache_read_tokens,
+       coalesce(sum(cache_creation_tokens), 0) AS cache_creation_tokens,
+       sum(api_requests)                      AS api_requests,
+       sum(api_errors)                        AS api_errors,
+       group_concat(model, ',')               AS models,
+       sum(tool_calls)                        AS tool_calls,
+       total(api_duration_ms)                 AS api_duration_ms,
+       min(first_ts)                          AS first_ts,
+       max(last_ts)                           AS last_ts
+FROM (SELECT prompt_id,
+             max(session) AS session,
+             model,
+             total(CASE WHEN type = 'claude_code_api_request'
+                        THEN CAST(json_extract(data, '$.cost_usd') AS REAL) END)              AS cost_usd,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.input_tokens') AS INTEGER) END)          AS input_tokens,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.output_tokens') AS INTEGER) END)         AS output_tokens,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER) END)     AS cache_read_tokens,
+             sum(CASE WHEN type = 'claude_code_api_request'
+                      THEN CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER) END) AS cache_creation_tokens,
+             sum(type = 'claude_code_api_request')                                            AS api_requests,
+             sum(type = 'claude_code_api_error')                                              AS api_errors,
+             count(DISTINCT CASE WHEN type IN ('claude_code_tool_result', 'pre_tool_use')
+                                 THEN json_extract(data, '$.tool_use_id') END)                 AS tool_calls,
+             total(CASE WHEN type = 'claude_code_api_request'
+                        THEN CAST(json_extract(data, '$.duration_ms') AS REAL) END)           AS api_duration_ms,
+             min(ts) AS first_ts,
+             max(ts) AS last_ts
+      FROM (SELECT CASE WHEN type = 'pre_tool_use' THEN json_extract(data, '$.prompt_id')
+                        ELSE json_extract(data, '$."prompt.id"') END AS prompt_id,
+                   CASE WHEN type IN ('claude_code_api_request', 'claude_code_api_error')
+                        THEN json_extract(data, '$.model') END AS model,
+                   session, type, ts, data
+            FROM events
+            WHERE type IN ('claude_code_api_request', 'claude_code_api_error', 'claude_code_tool_result',
+                           'claude_code_user_prompt', 'pre_tool_use'))
+      WHERE prompt_id IS NOT NULL
+      GROUP BY prompt_id, model
+      ORDER BY prompt_id, model)
+GROUP BY prompt_id;
+
+-- OTLP metric points (type otel_metric) per series without double counting: a cumulative
+-- series' total is the last point of each start time, added up over start times (a restart
+-- of the exporter begins a new one); a delta series' is the sum of its points; a gauge's is
+-- its last point.
+DROP VIEW IF EXISTS metric_totals;
+CREATE VIEW metric_totals AS
+SELECT series, session, name, unit, kind, temporality, attributes,
+       CASE WHEN temporality = 'delta' THEN sum(value)
+            WHEN temporality = 'cumulative' THEN sum(CASE WHEN rn_start = 1 THEN value END)
+            ELSE max(CASE WHEN rn_series = 1 THEN value END) END AS value,
+       count(*) AS points,
+       min(ts)  AS first_ts,
+       max(ts)  AS last_ts
+FROM (SELECT session, ts,
+             json_extract(data, '$.series')      AS series,
+             json_extract(data, '$.name')        AS name,
+             json_extract(data, '$.unit')        AS unit,
+             json_extract(data, '$.kind')        AS kind,
+             json_extract(data, '$.temporality') AS temporality,
+             json_extract(data, '$.attributes')  AS attributes,
+             json_extract(data, '$.value')       AS value,
+             row_number() OVER (PARTITION BY json_extract(data, '$.series'), json_extract(data, '$.start_ts')
+                                ORDER BY ts DESC, eid DESC) AS rn_start,
+             row_number() OVER (PARTITION BY json_extract(data, '$.series') ORDER BY ts DESC, eid DESC) AS rn_series
+      FROM events WHERE type = 'otel_metric')
+GROUP BY series;
+
+-- sessions again, with what the session cost (NULL where no telemetry came).
+DROP VIEW IF EXISTS sessions;
+CREATE VIEW sessions AS
+SELECT session,
+       min(ts)                                                          AS started,
+       max(CASE WHEN type = 'session_end' THEN ts END)                  AS ended,
+       max(ts)                                                          AS last_seen,
+       count(*)                                                         AS events,
+       sum(type = 'user_prompt_submit')                                 AS prompts,
+       sum(type = 'pre_tool_use')                                       AS tool_calls,
+       sum(type = 'post_tool_use_failure')                              AS tool_failures,
+       sum(type = 'pre_tool_use') - sum(type IN ('post_tool_use', 'post_tool_use_failure'))
+                                                                        AS tool_calls_unfinished,
+       max(CASE WHEN type = 'session_end' THEN json_extract(data, '$.reason') END) AS end_reason,
+       max(CASE WHEN type = 'session_start' THEN json_extract(data, '$.cwd') END) AS cwd,
+       sum(CASE WHEN type = 'claude_code_api_request'
+                THEN CAST(json_extract(data, '$.cost_usd') AS REAL) END)              AS cost_usd,
+       sum(CASE WHEN type = 'claude_code_api_request'
+                THEN CAST(json_extract(data, '$.input_tokens') AS INTEGER) END)          AS input_tokens,
+       sum(CASE WHEN type = 'claude_code_api_request'
+                THEN CAST(json_extract(data, '$.output_tokens') AS INTEGER) END)         AS output_tokens,
+       sum(CASE WHEN type = 'claude_code_api_request'
+                THEN CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER) END)     AS cache_read_tokens,
+       sum(CASE WHEN type = 'claude_code_api_request'
+                THEN CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER) END) AS cache_creation_tokens,
+       sum(type = 'claude_code_api_request')                            AS api_requests
+FROM events
+WHERE session IS NOT NULL
+GROUP BY session;
+
+-- tool_calls again, with Claude Code's tool_result telemetry for the call (its first record
+-- by tool_use_id): its own duration and success (sent as strings: cast here).
+DROP VIEW IF EXISTS tool_calls;
+CREATE VIEW tool_calls AS
+SELECT pre.session                                  AS session,
+       json_extract(pre.data, '$.tool_use_id')      AS tool_use_id,
+       json_extract(pre.data, '$.tool_name')        AS tool_name,
+       pre.ts                                       AS started,
+       post.ts                                      AS finished,
+       CASE WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
+            THEN json_extract(post.data, '$.duration_ms')
+            ELSE round((post.ts - pre.ts) * 1000.0, 1) END AS duration_ms,
+       CASE WHEN post.eid IS NULL THEN NULL
+            WHEN typeof(json_extract(post.data, '$.duration_ms')) IN ('integer', 'real')
+            THEN 'claude_code' ELSE 'received' END  AS duration_source,
+       CASE WHEN post.eid IS NULL THEN 'unfinished'
+            WHEN post.type = 'post_tool_use_failure' THEN 'failed'
+            ELSE 'finished' END                     AS status,
+       pre.eid                                      AS pre_eid,
+       post.eid                                     AS post_eid,
+       CAST(json_extract(tr.data, '$.duration_ms') AS REAL) AS telemetry_duration_ms,
+       CASE lower(CAST(json_extract(tr.data, '$.success') AS TEXT))
+            WHEN 'true' THEN 1 WHEN '1' THEN 1 WHEN 'false' THEN 0 WHEN '0' THEN 0 END AS telemetry_success,
+       json_extract(tr.data, '$.error')             AS telemetry_error,
+       tr.eid                                       AS telemetry_eid
+FROM events AS pre
+LEFT JOIN events AS post ON post.eid = (
+    SELECT c.eid FROM events AS c
+    WHERE c.type IN ('post_tool_use', 'post_tool_use_failure')
+      AND json_extract(c.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
+    ORDER BY c.eid LIMIT 1)
+LEFT JOIN events AS tr ON tr.eid = (
+    SELECT t.eid FROM events AS t
+    WHERE t.type = 'claude_code_tool_result'
+      AND json_extract(t.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
+    ORDER BY t.eid LIMIT 1)
+WHERE pre.type = 'pre_tool_use';
+"""
+
+
+def _m_telemetry_usage(db: sqlite3.Connection) -> None:
+    """``session_usage``, ``prompt_usage``, ``metric_totals``; cost and tokens in ``sessions``,
+    the tool_result telemetry in ``tool_calls``. Numbered in MIGRATIONS only (6), and it can run
+    twice (every view dropped first, the index IF NOT EXISTS), like migration 5."""
+    for stmt in _statements(_TELEMETRY_USAGE):
+        db.execute(stmt)
+
+
+def _latest(col: str) -> str:
+    """An upsert's ``col`` kept as the larger of the stored and the new value, NULL meaning none
+    (SQLite's two-argument max() is NULL when either is): what ``max(col)`` over all rows gives."""
+    return (
+        f"{col} = CASE WHEN excluded.{col} IS NULL THEN {col} WHEN {col} IS NULL THEN excluded.{col} "
+        f"ELSE max({col}, excluded.{col}) END"
+    )
+
+
+#: Migration 7: what the dashboard reads (hookd.dashboard), so that no panel scans ``events``.
+#: ``event_hours``: events per type and hour (``hour`` = floor(ts / 3600)); ``session_stats``:
+#: the ``sessions`` view as a table, one row per session; ``events_ts``: the Activity timeline and
+#: time ranges in ts order. The two tables are filled from each transaction's eid range by
+#: ``summarize`` (one aggregate over the rows just inserted, as ``event_types``); the trigger takes
+#: deleted events out again (retention, vacuum), so they stay exact. ``session_stats.started``
+#: is the first event ever seen of the session, even once retention deleted it.
+_DASHBOARD_SUMMARIES = """
+CREATE TABLE IF NOT EXISTS event_hours (
+    type  TEXT NOT NULL,
+    hour  INTEGER NOT NULL,               -- floor(ts / 3600): hours since the epoch, UTC
+    count INTEGER NOT NULL,
+    PRIMARY KEY (type, hour)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS event_hours_hour ON event_hours(hour);
+
+CREATE TABLE IF NOT EXISTS session_stats (
+    session       TEXT PRIMARY KEY,
+    started       REAL NOT NULL,
+    last_seen     REAL NOT NULL,
+    ended         REAL,                   -- its last session_end's ts
+    events        INTEGER NOT NULL,
+    prompts       INTEGER NOT NULL,
+    tool_calls    INTEGER NOT NULL,       -- pre_tool_use events
+    tool_failures INTEGER NOT NULL,       -- post_tool_use_failure events
+    tool_closed   INTEGER NOT NULL,       -- post_tool_use and post_tool_use_failure events
+    end_reason    TEXT,
+    cwd           TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS session_stats_started ON session_stats(started);
+
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+
+DROP TRIGGER IF EXISTS events_summaries_delete;
+CREATE TRIGGER events_summaries_delete AFTER DELETE ON events BEGIN
+    UPDATE event_hours SET count = count - 1 WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER);
+    DELETE FROM event_hours WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER) AND count <= 0;
+    UPDATE session_stats SET events = events - 1,
+                             prompts = prompts - (old.type = 'user_prompt_submit'),
+                             tool_calls = tool_calls - (old.type = 'pre_tool_use'),
+                             tool_failures = tool_failures - (old.type = 'post_tool_use_failure'),
+                             tool_closed = tool_closed - (old.type IN ('post_tool_use', 'post_tool_use_failure'))
+        WHERE session = old.session;
+    DELETE FROM session_stats WHERE session = old.session AND events <= 0;
+END;
+"""
+
+_HOURS_FROM = (
+    "INSERT INTO event_hours (type, hour, count) "
+    "SELECT type, CAST(ts / 3600 AS INTEGER), count(*) FROM events WHERE {where} GROUP BY 1, 2 "
+    "ON CONFLICT(type, hour) DO UPDATE SET count = count + excluded.count"
+)
+_SESSIONS_FROM = (
+    "INSERT INTO session_stats (session, started, last_seen, ended, events, prompts, tool_calls, tool_failures, "
+    "tool_closed, end_reason, cwd) "
+    "SELECT session, min(ts), max(ts), max(CASE WHEN type = 'session_end' THEN ts END), count(*), "
+    "sum(type = 'user_prompt_submit'), sum(type = 'pre_tool_use'), sum(type = 'post_tool_use_failure'), "
+    "sum(type IN ('post_tool_use', 'post_tool_use_failure')), "
+    "max(CASE WHEN type = 'session_end' THEN json_extract(data, '$.reason') END), "
+    "max(CASE WHEN type = 'session_start' THEN json_extract(data, '$.cwd') END) "
+    "FROM events WHERE {where} AND session IS NOT NULL GROUP BY session "
+    "ON CONFLICT(session) DO UPDATE SET started = min(started, excluded.started), "
+    "last_seen = max(last_seen, excluded.last_seen), events = events + excluded.events, "
+    "prompts = prompts + excluded.prompts, tool_calls = tool_calls + excluded.tool_calls, "
+    "tool_failures = tool_failures + excluded.tool_failures, tool_closed = tool_closed + excluded.tool_closed, "
+    + ", ".join(_latest(c) for c in ("ended", "end_reason", "cwd"))
+)
+#: The summaries of the rows of one transaction, found by their eid range (``summarize``).
+HOURS_FROM_RANGE = _HOURS_FROM.format(where="eid BETWEEN ?1 AND ?2")
+SESSIONS_FROM_RANGE = _SESSIONS_FROM.format(where="eid BETWEEN ?1 AND ?2")
+
+
+def _m_dashboard_summaries(db: sqlite3.Connection) -> None:
+    """Migration 7 (see ``_DASHBOARD_SUMMARIES``). Can run twice: the tables are filled anew."""
+    for stmt in _statements(_DASHBOARD_SUMMARIES):
+        db.execute(stmt)
+    db.execute("DELETE FROM event_hours")
+    db.execute("DELETE FROM session_stats")
+    db.execute(_HOURS_FROM.format(where="true"))
+    db.execute(_SESSIONS_FROM.format(where="true"))
+
+
+def summarize(db: Any, lo: int, hi: int) -> None:
+    """Add the events with eids ``lo``..``hi`` (just inserted, in the caller's transaction) to
+    ``event_hours`` and ``session_stats``."""
+    db.execute(HOURS_FROM_RANGE, (lo, hi))
+    db.execute(SESSIONS_FROM_RANGE, (lo, hi))
+
+
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial", _m001_initial),
@@ -233,6 +536,8 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (3, "analysis_views", _m003_analysis_views),
     (4, "claude_code_pairing", _m004_claude_code_pairing),
     (5, "rejected_line_key", _m_rejected_line_key),
+    (6, "telemetry_usage", _m_telemetry_usage),
+    (7, "dashboard_summaries", _m_dashboard_summaries),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -313,9 +618,12 @@ def migrate(db: sqlite3.Connection) -> list[str]:
                 f"database schema version {current} is newer than this hookd understands "
                 f"({SCHEMA_VERSION}); upgrade hookd"
             )
+        # Every migration not recorded, not only those above the highest recorded: branches
+        # that each add one (numbered ahead for another's) must not skip each other's.
+        done = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
         applied = []
         for version, name, fn in MIGRATIONS:
-            if version <= current:
+            if version in done:
                 continue
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -33,10 +33,13 @@ def _on_disk(db: Path) -> int:
     return total
 
 
-def vacuum(paths: Paths, *, max_age: float | None = None, max_size: int | None = None) -> VacuumResult:
+def vacuum(
+    paths: Paths, *, max_age: float | None = None, max_size: int | None = None, forwarded: int | None = None
+) -> VacuumResult:
     """Optionally delete events by age and size once, then rewrite the file without free pages.
 
-    The daemon must be stopped: VACUUM rewrites the whole database in one transaction, which
+    ``forwarded``: with forwarding on, the forwarded cursor (events above it are kept, see
+    writer/retention.py). The daemon must be stopped: VACUUM rewrites the whole database in one transaction, which
     would hold up every commit for as long (seconds for a large file).
     """
     if daemon_running(paths):
@@ -49,10 +52,10 @@ def vacuum(paths: Paths, *, max_age: float | None = None, max_size: int | None =
     if not paths.db.exists():
         raise HookdError(f"no database at {paths.db}: nothing to vacuum")
     with db_lock.for_command(paths.db, "hookd vacuum"):  # a daemon on another socket, too
-        return _vacuum(paths, max_age, max_size)
+        return _vacuum(paths, max_age, max_size, forwarded)
 
 
-def _vacuum(paths: Paths, max_age: float | None, max_size: int | None) -> VacuumResult:
+def _vacuum(paths: Paths, max_age: float | None, max_size: int | None, forwarded: int | None) -> VacuumResult:
     lock = schema.writer_lock(paths.db)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -69,7 +72,7 @@ def _vacuum(paths: Paths, max_age: float | None, max_size: int | None) -> Vacuum
         try:
             schema.migrate(db)
             if max_age is not None or max_size is not None:
-                policy = Policy(max_age=max_age, max_size=max_size, step_rows=50_000)
+                policy = Policy(max_age=max_age, max_size=max_size, step_rows=50_000, forwarded=forwarded)
                 while True:
                     r = step(db, policy)
                     deleted += r.age + r.size

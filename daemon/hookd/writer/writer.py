@@ -184,7 +184,9 @@ class Writer:
             before = db.total_changes
             db.executemany(schema.INSERT_EVENT, rows)
             stored = db.total_changes - before
-            db.execute(schema.TYPES_FROM_RANGE, (min(r[EID] for r in rows), max(r[EID] for r in rows)))
+            lo, hi = min(r[EID] for r in rows), max(r[EID] for r in rows)
+            db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
+            schema.summarize(db, lo, hi)
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
@@ -317,6 +319,7 @@ class Writer:
                 db.executemany(schema.ADD_TYPE_COUNTS, txn.types)
             else:
                 db.execute(schema.TYPES_FROM_RANGE, (txn.lo, txn.hi))
+            schema.summarize(db, txn.lo, txn.hi)
             self._new_views()
         schema.bump_counters(db, txn.counts)
         if txn.rejected:
@@ -350,12 +353,20 @@ class Writer:
         if not policy.db_rules:
             return retention.StepResult()
         try:
-            return retention.step(self.db, policy)
+            result = retention.step(self.db, policy)
         except sqlite3.OperationalError as e:
             if _waiting_for(e) is None:
                 raise StoreError(f"retention cannot write the database: {e}") from None
             log.debug("retention step skipped, database busy: %s", e)
             return retention.StepResult(more=True)
+        if result.unforwarded:
+            log.warning(
+                "retention.max_size deleted %d events that were not forwarded to PostgreSQL yet (forwarding is "
+                "behind: see `hookd status`); they are counted in %s",
+                result.unforwarded,
+                retention.UNFORWARDED,
+            )
+        return result
 
     def _new_views(self) -> None:
         if len(self.types) == self.db.execute("SELECT count(*) FROM event_types").fetchone()[0]:

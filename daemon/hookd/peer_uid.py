@@ -29,7 +29,7 @@ import socket
 import struct
 from typing import Final
 
-log = logging.getLogger("hookd.http")
+log = logging.getLogger("hookd.peer_uid")
 
 NETLINK_SOCK_DIAG: Final = 4
 SOCK_DIAG_BY_FAMILY: Final = 20
