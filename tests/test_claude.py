@@ -317,7 +317,7 @@ def test_http_form_switches_in_place_and_uninstalls(tmp_path: Path) -> None:
     original = path.read_bytes()
     claude.install(path, settings, None, emit=EMIT)  # the default is http when it is configured
     entries = hookd_entries(json.loads(path.read_bytes()))
-    assert entries["PreToolUse"] == [{"type": "http", "url": "http://127.0.0.1:8787/v1/events", "timeout": 2}]
+    assert entries["PreToolUse"] == [{"type": "http", "url": "http://127.0.0.1:8787/v1/events", "timeout": 5}]
     assert entries["SessionEnd"] == [{"type": "http", "url": "http://127.0.0.1:8787/v1/events", "timeout": 1}]
     for name in ("SessionStart", "Setup", "PermissionRequest"):
         assert entries[name][0]["type"] == "command", name

@@ -58,8 +58,11 @@ MANAGED_SETTINGS = Path("/etc/claude-code/managed-settings.json")
 #: Seconds: a command hook Claude Code waits for is killed after this (hookd-emit itself gives up
 #: on the socket within about a second and spools).
 COMMAND_TIMEOUT = 5
-#: Seconds for an http hook: the listener answers 204 as soon as it has the event.
-HTTP_TIMEOUT = 2
+#: Seconds for an http hook: the listener answers 204 as soon as it has the event, so this only
+#: matters while no daemon answers and systemd holds the port: a restart (RestartSec=1s, then
+#: hookd's start) took over 2 s on a loaded machine with the real Claude Code, which then gave
+#: the hook up, and the event with it (tests/test_claude_cli.py, kill -9 under systemd).
+HTTP_TIMEOUT = 5
 HTTP_PATH = "/v1/events"
 
 
