@@ -159,6 +159,7 @@ def _usage_sums() -> str:
         ]
     )
 
+
 # Migration 3: SQLite's migration 6 (writer/schema.py, telemetry_usage), ported. Claude Code
 # sends some figures as strings (tool_result's duration_ms), and any client may send anything:
 # hookd_real and hookd_int read a jsonb value as SQLite's CAST(... AS REAL / INTEGER) reads
@@ -288,7 +289,8 @@ FROM (SELECT host, session, ts,
              data->>'temporality' AS temporality,
              data->'attributes'   AS attributes,
              hookd_real(data->'value') AS value,
-             row_number() OVER (PARTITION BY host, data->>'series', data->'start_ts' ORDER BY ts DESC, eid DESC) AS rn_start,
+             row_number() OVER (PARTITION BY host, data->>'series', data->'start_ts'
+                                ORDER BY ts DESC, eid DESC) AS rn_start,
              row_number() OVER (PARTITION BY host, data->>'series' ORDER BY ts DESC, eid DESC) AS rn_series
       FROM events WHERE type = 'otel_metric') AS m
 GROUP BY host, series;
