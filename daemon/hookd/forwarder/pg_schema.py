@@ -4,8 +4,10 @@ One table, ``events``, holds every host's events, keyed by ``(host, eid)``: the 
 columns plus ``host``, ``data`` as ``jsonb``. The analysis views are the local store's
 (writer/schema.py) ported, with a ``host`` column and every pairing done within one host:
 ``tool_calls``, ``lost_tool_calls``, ``sessions``, and a ``<type>_events`` view per type, made
-when a type first arrives (``hookd_types`` records which exist). Views of a later SQLite
-migration (the telemetry views) are one more entry in ``MIGRATIONS``.
+when a type first arrives (``hookd_types`` records which exist); and SQLite's migration 6,
+the telemetry views (``session_usage``, ``prompt_usage``, ``metric_totals``, cost and tokens in
+``sessions``, the tool_result record in ``tool_calls``), as migration 3. Views of a later
+SQLite migration are one more entry in ``MIGRATIONS``.
 
 Migrations run in one transaction each, under an advisory lock, so that many hookds starting
 at once against one database migrate it once.
