@@ -410,7 +410,7 @@ def test_a_record_too_large_to_store_is_a_partial_success(home: Path) -> None:
         cut = d.query("SELECT json_extract(data, '$._hookd_truncated') FROM events WHERE data LIKE '%tool_parameters%'")
         assert cut and cut[0][0] is not None
         wait_until(lambda: rejected_by_reason(d) == {"too_long": 1}, what="the record's rejection")
-        assert "  otlp logs: 1 requests ok, 3 records (1 rejected)\n" in status_text(d)
+        assert "  otlp logs: 1 request ok, 3 records (1 rejected)\n" in status_text(d)
     finally:
         d.kill()
 

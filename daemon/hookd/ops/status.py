@@ -300,6 +300,11 @@ def _reasons(counts: dict[str, int]) -> str:
     return "; " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) if counts else ""
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 request``, ``1,200 requests``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "unlimited"
@@ -352,7 +357,7 @@ def _render_daemon(st: dict[str, Any], w: Callable[[str], object]) -> None:
     w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
     w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
     if d.get("http"):  # e.g. "http: http://127.0.0.1:8787/v1/events, 120 requests; not_found 2, refused_uid 1"
-        w(f"http: {d['http']['url']}, {d['http']['requests']:,} requests{_reasons(d['http']['by_reason'])}\n")
+        w(f"http: {d['http']['url']}, {_count(d['http']['requests'], 'request')}{_reasons(d['http']['by_reason'])}\n")
         _render_otlp(d["http"].get("otlp") or {}, w)
 
 
@@ -369,7 +374,7 @@ def _render_otlp(otlp: dict[str, Any], w: Callable[[str], object]) -> None:
             continue
         rejected = f" ({c['rejected']:,} rejected)" if c.get("rejected") else ""
         errors = {k: v for k, v in c.items() if k not in ("requests", "rejected", items)}
-        counts = f"{c.get('requests', 0):,} requests ok, {c.get(items, 0):,} {items}{rejected}"
+        counts = f"{_count(c.get('requests', 0), 'request')} ok, {c.get(items, 0):,} {items}{rejected}"
         w(f"  otlp {signal}: {counts}{_reasons(errors)}\n")
     if otlp.get("buffered_bytes"):
         w(f"  otlp: {_size(otlp['buffered_bytes'])} of bodies held now\n")
