@@ -15,14 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pg_server import PASSWORD_ROLE, PgServer, missing_reason
 
 from conftest import Daemon, clean_env, wait_until
 from hookd import forwarding
+from hookd.forwarder import pg_schema
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]'")
@@ -43,13 +46,14 @@ def pgdb(pg: PgServer, request: pytest.FixtureRequest) -> str:
     return name
 
 
-def forwarding_daemon(home: Path, url: str, host: str, **forward: object) -> Daemon:
-    """A daemon forwarding to ``url`` as ``host``; ``forward`` are more [forward] keys."""
+def forwarding_daemon(home: Path, url: str, host: str, *args: str, **forward: object) -> Daemon:
+    """A daemon forwarding to ``url`` as ``host``, run with ``args``; ``forward`` are more
+    [forward] keys."""
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = {"url": url, "host": host, "interval": "20ms", **forward}
     toml = "[forward]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
     (home / "config.toml").write_text(toml)
-    return Daemon(home, env=clean_env(home))
+    return Daemon(home, *args, env=clean_env(home))
 
 
 def events(n: int, start: int = 0, etype: str = "tool_event", session: str = "s1") -> bytes:
@@ -107,7 +111,8 @@ def test_three_daemons_with_different_hosts_into_one_database(pg: PgServer, pgdb
             wait_until(lambda d=d, i=i, n=n: pg_count(pg, pgdb, f"host-{i}") == n, 30, f"host-{i}'s events")
             exactly_once(pg, pgdb, f"host-{i}", d)
         assert pg.query("SELECT count(*) FROM events", db=pgdb)[0][0] == 1010 + 2010 + 3010
-        assert pg.query("SELECT version FROM hookd_schema ORDER BY version", db=pgdb) == [(1,), (2,)]
+        versions = pg.query("SELECT version FROM hookd_schema ORDER BY version", db=pgdb)
+        assert versions == [(v,) for v, _name, _script in pg_schema.MIGRATIONS]
         cursors = dict(pg.query("SELECT host, last_eid FROM hookd_forward_cursor", db=pgdb))
         assert cursors == {f"host-{i}": max(local_eids(d)) for i, d in enumerate(daemons)}
         # A view per type, made once whoever brought the type first, with every host's rows.
@@ -268,7 +273,14 @@ def claude_session(session: str, t0: float, calls: int) -> bytes:
     t = t0 + 1
     for i in range(calls):
         tid = f"{session}-tool-{i}"
-        pre = {"type": "PreToolUse", "session_id": session, "ts": t, "tool_use_id": tid, "tool_name": f"T{i % 3}"}
+        pre = {
+            "type": "PreToolUse",
+            "session_id": session,
+            "ts": t,
+            "tool_use_id": tid,
+            "tool_name": f"T{i % 3}",
+            "prompt_id": f"{session}-p{i % 3}",
+        }
         close = {"type": "PostToolUse", "session_id": session, "ts": t + 0.123 + i / 1000, "tool_use_id": tid}
         if i % 4 == 1:
             close["duration_ms"] = 50 + i
@@ -283,10 +295,79 @@ def claude_session(session: str, t0: float, calls: int) -> bytes:
     return b"".join(json.dumps(e).encode() + b"\n" for e in out)
 
 
+TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+#: What a client may send where a number belongs: numbers, numbers as strings (Claude Code
+#: sends some so), and what is no number at all; the views read each as SQLite's CAST does.
+COSTS: Sequence[Any] = (0.125, "0.25", " 1.5e-2 ", "n/a", True, None, {"usd": 1}, "12abc", 2.5)
+COUNTS: Sequence[Any] = (1200, "310", "12abc", "", 7.9, False, "1e3", 40, " 0012 ")
+
+
+def claude_telemetry(session: str, t0: float, calls: int) -> bytes:
+    """Claude Code's telemetry of ``claude_session``'s session as hookd.otlp makes events of its
+    records (attributes flat, ``prompt.id``; docs/protocol.md), with every kind of figure:
+    api_request and api_error records, tool_result records of half its tool calls, a prompt, and
+    otel_metric points of a cumulative series restarted once, a delta series and a gauge."""
+    out: list[dict[str, Any]] = []
+
+    def record(etype: str, ts: float, prompt: int, **fields: Any) -> None:
+        out.append({"type": etype, "session": session, "ts": t0 + ts, "prompt.id": f"{session}-p{prompt}", **fields})
+
+    for i in range(calls + 2):
+        figures = {name: COUNTS[(i + k) % len(COUNTS)] for k, name in enumerate(TOKENS)}
+        figures["cost_usd"] = COSTS[i % len(COSTS)]
+        if i == 1:  # missing
+            del figures["cost_usd"], figures["input_tokens"]
+        figures["model"] = ("claude-sonnet-4-5", "claude-haiku-4-5")[i % 2]
+        figures["duration_ms"] = (900, "1e3", "slow")[i % 3]
+        record("claude_code_api_request", 0.7 + i, i % 3, **figures)
+    record("claude_code_api_error", 0.8, 0, model="claude-sonnet-4-5", error="overloaded", status_code="529")
+    for i in range(0, calls, 2):
+        error = {"error": "exit 1"} if i % 4 == 2 else {}
+        success = ("true", "false", True, "1", "maybe")[i % 5]
+        record("claude_code_tool_result", 1.2 + i, i % 3, tool_use_id=f"{session}-tool-{i}", tool_name=f"T{i % 3}",
+               duration_ms=("37", 41, "x")[i % 3], success=success, **error)  # fmt: skip
+    record("claude_code_user_prompt", 0.5, 0, prompt_length="2")
+    series = (("cost", "cumulative", (0.1, 0.3, 0.05, 0.2)), ("tokens", "delta", (100, "50", 7, 1)),
+              ("active", "unspecified", (3, 1, 4, 1)))  # fmt: skip
+    for name, temporality, values in series:
+        kind = "gauge" if temporality == "unspecified" else "sum"
+        for j, value in enumerate(values):
+            out.append({"type": "otel_metric", "session": session, "ts": t0 + 2 + j, "name": f"claude_code.{name}",
+                        "unit": "1", "kind": kind, "temporality": temporality, "value": value,
+                        "start_ts": t0 if j < 2 else t0 + 2.5, "series": f"{session}-{name}",
+                        "attributes": {"session.id": session, "type": name}})  # fmt: skip
+    return b"".join(json.dumps(e).encode() + b"\n" for e in out)
+
+
+def otlp_exports(d: Daemon) -> int:
+    """Claude-Code-shaped logs and cumulative metrics through the daemon's OTLP/HTTP endpoint,
+    by the OpenTelemetry SDK's exporters (tests/test_otlp.py's records); how many events."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from test_otlp import RESOURCE, A, emit_claude_records, endpoint
+
+    records = emit_claude_records()
+    assert OTLPLogExporter(endpoint=endpoint(d)).export(records).name == "SUCCESS"
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader], resource=Resource.create(RESOURCE)).get_meter("claude_code")
+    cost = meter.create_counter("claude_code.cost.usage", unit="USD")
+    cost.add(0.125, {"session.id": A, "model": "claude-sonnet-4-5"})
+    first = reader.get_metrics_data()
+    cost.add(0.25, {"session.id": A, "model": "claude-sonnet-4-5"})
+    exporter = OTLPMetricExporter(endpoint=endpoint(d, "metrics"))
+    for data in (first, reader.get_metrics_data()):
+        assert exporter.export(data).name == "SUCCESS"
+    return len(records) + 2
+
+
 VIEW_QUERIES = {
     "tool_calls": (
         "SELECT session, tool_use_id, tool_name, started, finished, duration_ms, duration_source, status, pre_eid, "
-        "post_eid FROM tool_calls {where} ORDER BY pre_eid"
+        "post_eid, telemetry_duration_ms, telemetry_success, telemetry_error, telemetry_eid FROM tool_calls {where} "
+        "ORDER BY pre_eid"
     ),
     "lost_tool_calls": (
         "SELECT session, tool_use_id, tool_name, started, session_ended, pre_eid FROM lost_tool_calls {where} "
@@ -294,34 +375,70 @@ VIEW_QUERIES = {
     ),
     "sessions": (
         "SELECT session, started, ended, last_seen, events, prompts, tool_calls, tool_failures, tool_calls_unfinished, "
-        "end_reason, cwd FROM sessions {where} ORDER BY session"
+        "end_reason, cwd, cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, "
+        "api_requests FROM sessions {where} ORDER BY session"
+    ),
+    "session_usage": (
+        "SELECT session, cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, "
+        "api_requests, api_errors, models, api_duration_ms, first_ts, last_ts FROM session_usage {where} "
+        "ORDER BY session"
+    ),
+    "prompt_usage": (
+        "SELECT prompt_id, session, cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, "
+        "api_requests, api_errors, models, tool_calls, api_duration_ms, first_ts, last_ts FROM prompt_usage {where} "
+        "ORDER BY prompt_id"
+    ),
+    "metric_totals": (
+        "SELECT series, session, name, unit, kind, temporality, attributes, value, points, first_ts, last_ts "
+        "FROM metric_totals {where} ORDER BY series"
     ),
     "pre_tool_use_events": "SELECT eid, type, ts, session, client_id, recv_ts, pid, uid FROM pre_tool_use_events "
     "{where} ORDER BY eid",
 }
 
 
+def comparable(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Rows of either database in one form: numeric as int or float, JSON text parsed (SQLite
+    gives JSON columns as text, PostgreSQL as jsonb), floats to within rounding (the two add up
+    in their own order)."""
+
+    def one(v: Any) -> Any:
+        if isinstance(v, Decimal):
+            v = int(v) if v == v.to_integral_value() else float(v)
+        if isinstance(v, str) and v.startswith("{"):
+            return json.loads(v)
+        return pytest.approx(v, rel=1e-12) if isinstance(v, float) else v
+
+    return [tuple(one(v) for v in row) for row in rows]
+
+
 def test_the_views_on_postgresql_answer_as_the_local_store_does_per_host(pg: PgServer, pgdb: str, home: Path) -> None:
+    """Hook events and Claude Code's telemetry (by hand, with numbers as strings and strings that
+    are not numbers, and through the OTLP endpoint by the OpenTelemetry SDK) on two hosts: every
+    view on PostgreSQL gives, per host, the rows of that host's own database."""
     t0 = time.time() - 3600
     daemons = {
-        "laptop": forwarding_daemon(home / "a", pg.url(pgdb), "laptop"),
-        "ci": forwarding_daemon(home / "b", pg.url(pgdb), "ci"),
+        "laptop": forwarding_daemon(home / "a", pg.url(pgdb), "laptop", "--http", "127.0.0.1:0"),
+        "ci": forwarding_daemon(home / "b", pg.url(pgdb), "ci", "--http", "127.0.0.1:0"),
     }
     try:
         for i, (host, d) in enumerate(daemons.items()):
             d.start()
             # The same session ids on both hosts: pairing and grouping must stay within a host.
-            lines = claude_session("s1", t0 + i, 12 + i) + claude_session(f"only-{host}", t0 + 100, 7)
+            lines = b""
+            for session, start, calls in (("s1", t0 + i, 12 + i), (f"only-{host}", t0 + 100, 7)):
+                lines += claude_session(session, start, calls) + claude_telemetry(session, start, calls)
             d.send(lines)
-            assert d.wait_count(lines.count(b"\n")) == lines.count(b"\n")
+            n = lines.count(b"\n") + otlp_exports(d)
+            assert d.wait_count(n) == n
         for host, d in daemons.items():
             wait_until(lambda host=host, d=d: pg_count(pg, pgdb, host) == d.count(), 30, f"{host} forwarded")
         for host, d in daemons.items():
             for view, sql in VIEW_QUERIES.items():
-                local = d.query(sql.format(where=""))
+                local = comparable(d.query(sql.format(where="")))
                 central = pg.query(sql.format(where="WHERE host = %s"), (host,), db=pgdb)
                 assert local, view
-                assert [tuple(r) for r in central] == local, f"{view} of {host}"
+                assert comparable(central) == local, f"{view} of {host}"
     finally:
         for d in daemons.values():
             d.kill()

@@ -248,6 +248,7 @@ def test_python_sdk_metrics_cumulative_counters_are_not_double_counted(hd: Daemo
     point = json.loads(point)
     assert point["kind"] == "sum" and point["monotonic"] is True and point["unit"] == "USD"
     assert otlp_counts(hd)["metrics"] == {"points": 9, "rejected": 0, "requests": 3}
+    assert "  otlp metrics: 3 requests ok, 9 points\n" in status_text(hd)
 
 
 # -- raw requests: the answers the specification asks for -------------------------------------
@@ -315,6 +316,18 @@ def test_bad_bodies_get_the_right_status_and_good_records_around_them_are_kept(h
     by_reason = daemon_status(hd)["http"]["by_reason"]
     assert by_reason["unsupported_media_type"] == 1 and by_reason["unsupported_encoding"] == 1
     assert by_reason["not_otlp"] == 3 and by_reason["too_long"] == 1
+    # hookd status: the OTLP counts under the http line (a line per signal that was used).
+    text = status_text(hd)
+    errors = "bad_gzip 1, bad_protobuf 1, invalid_json 1, not_otlp 3, too_long 1"
+    otlp_line = f"  otlp logs: 3 requests ok, 9 records; {errors}\n"
+    assert otlp_line in text and text.index("\nhttp: ") < text.index(otlp_line), text
+    assert "otlp metrics" not in text
+
+
+def status_text(d: Daemon) -> str:
+    """``hookd status``'s text."""
+    env = clean_env(d.home)
+    return subprocess.run([sys.executable, "-m", "hookd", "status"], env=env, capture_output=True, text=True).stdout
 
 
 def _bad_bodies_between_good_ones(c: http.client.HTTPConnection) -> None:
@@ -397,6 +410,7 @@ def test_a_record_too_large_to_store_is_a_partial_success(home: Path) -> None:
         cut = d.query("SELECT json_extract(data, '$._hookd_truncated') FROM events WHERE data LIKE '%tool_parameters%'")
         assert cut and cut[0][0] is not None
         wait_until(lambda: rejected_by_reason(d) == {"too_long": 1}, what="the record's rejection")
+        assert "  otlp logs: 1 request ok, 3 records (1 rejected)\n" in status_text(d)
     finally:
         d.kill()
 

@@ -317,3 +317,18 @@ def test_frames_cross_the_enlarged_pipe_whole_however_the_reads_fall() -> None:
     finally:
         os.close(r)
     assert got == frames
+
+
+def test_absurd_token_counts_cannot_break_the_usage_views(writer: Writer) -> None:
+    """One record with a token count past any model's ("9" * 30 casts to SQLite's largest
+    integer) must not make the sums overflow: that fails the whole view, for every session."""
+    f = Framer()
+    rec = {"type": "claude_code_api_request", "session": "s1", "cost_usd": 0.5, "model": "m"}
+    junk = [dict(rec, input_tokens="9" * 30, output_tokens=-5) for _ in range(2)]
+    good = [{**rec, "session": "s2", "input_tokens": 1200, "output_tokens": "310"}]
+    writer.commit([make_batch(1, [json.dumps(r).encode() for r in junk + good], f)])
+    for view in ("sessions", "session_usage", "prompt_usage"):
+        writer.db.execute(f"SELECT * FROM {view}").fetchall()  # no "integer overflow"
+    got = writer.db.execute("SELECT session, input_tokens, output_tokens FROM session_usage ORDER BY session")
+    assert got.fetchall() == [("s1", 2 * store.TOKENS_MAX, 0), ("s2", 1200, 310)]
+    assert writer.db.execute("SELECT input_tokens FROM sessions WHERE session = 's2'").fetchone() == (1200,)

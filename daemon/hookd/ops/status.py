@@ -300,6 +300,11 @@ def _reasons(counts: dict[str, int]) -> str:
     return "; " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) if counts else ""
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 request``, ``1,200 requests``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "unlimited"
@@ -352,7 +357,27 @@ def _render_daemon(st: dict[str, Any], w: Callable[[str], object]) -> None:
     w(f"rate: {d['rate']['last_10s']:,.1f}/s over 10 s, {d['rate']['last_1m']:,.1f}/s over 1 min\n")
     w(f"writer: {d['writer']['state']}\n")  # e.g. "waiting for a database lock since 10:02:03, 4 retries"
     if d.get("http"):  # e.g. "http: http://127.0.0.1:8787/v1/events, 120 requests; not_found 2, refused_uid 1"
-        w(f"http: {d['http']['url']}, {d['http']['requests']:,} requests{_reasons(d['http']['by_reason'])}\n")
+        w(f"http: {d['http']['url']}, {_count(d['http']['requests'], 'request')}{_reasons(d['http']['by_reason'])}\n")
+        _render_otlp(d["http"].get("otlp") or {}, w)
+
+
+#: The signals of ``daemon.http.otlp``, and what each counts besides requests and errors.
+_OTLP_SIGNALS: Final = (("logs", "records"), ("metrics", "points"))
+
+
+def _render_otlp(otlp: dict[str, Any], w: Callable[[str], object]) -> None:
+    """The OTLP routes' counts under the ``http:`` line, a line per signal that was used, e.g.
+    ``  otlp logs: 3 requests ok, 1,536 records (2 rejected); not_otlp 1, too_long 1``."""
+    for signal, items in _OTLP_SIGNALS:
+        c = otlp.get(signal) or {}
+        if not c:
+            continue
+        rejected = f" ({c['rejected']:,} rejected)" if c.get("rejected") else ""
+        errors = {k: v for k, v in c.items() if k not in ("requests", "rejected", items)}
+        counts = f"{_count(c.get('requests', 0), 'request')} ok, {c.get(items, 0):,} {items}{rejected}"
+        w(f"  otlp {signal}: {counts}{_reasons(errors)}\n")
+    if otlp.get("buffered_bytes"):
+        w(f"  otlp: {_size(otlp['buffered_bytes'])} of bodies held now\n")
 
 
 def _render_totals(st: dict[str, Any], w: Callable[[str], object]) -> None:

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
@@ -230,6 +230,10 @@ def _m_rejected_line_key(db: sqlite3.Connection) -> None:
 #: Migration 6: Claude Code's telemetry (OTLP, daemon/otlp_http.py) beside the hook events.
 #: Attribute types vary between Claude Code's events (``duration_ms`` a number on api_request,
 #: a string on tool_result), so every figure is CAST. docs/protocol.md lists every column.
+#: A token count the views take from one record, at most (and at least 0): a value past any
+#: model's (numbers arrive as strings; "9" * 30 casts to SQLite's largest integer) must not make
+#: the sums overflow, which fails the whole view for every session.
+TOKENS_MAX: Final = 10**12
 _TELEMETRY_USAGE = """
 -- tool_calls joins the tool_result telemetry by tool_use_id: an expression index on those
 -- records only (the pairing's pattern: other inserts pay nothing).
@@ -257,13 +261,17 @@ FROM (SELECT session,
              total(CASE WHEN type = 'claude_code_api_request'
                         THEN CAST(json_extract(data, '$.cost_usd') AS REAL) END)              AS cost_usd,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.input_tokens') AS INTEGER) END)          AS input_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.input_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS input_tokens,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.output_tokens') AS INTEGER) END)         AS output_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.output_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS output_tokens,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER) END)     AS cache_read_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS cache_read_tokens,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER) END) AS cache_creation_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS cache_creation_tokens,
              sum(type = 'claude_code_api_request')                                            AS api_requests,
              sum(type = 'claude_code_api_error')                                              AS api_errors,
              total(CASE WHEN type = 'claude_code_api_request'
@@ -298,13 +306,17 @@ FROM (SELECT prompt_id,
              total(CASE WHEN type = 'claude_code_api_request'
                         THEN CAST(json_extract(data, '$.cost_usd') AS REAL) END)              AS cost_usd,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.input_tokens') AS INTEGER) END)          AS input_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.input_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS input_tokens,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.output_tokens') AS INTEGER) END)         AS output_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.output_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS output_tokens,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER) END)     AS cache_read_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS cache_read_tokens,
              sum(CASE WHEN type = 'claude_code_api_request'
-                      THEN CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER) END) AS cache_creation_tokens,
+                      THEN min(max(CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                                  AS cache_creation_tokens,
              sum(type = 'claude_code_api_request')                                            AS api_requests,
              sum(type = 'claude_code_api_error')                                              AS api_errors,
              count(DISTINCT CASE WHEN type IN ('claude_code_tool_result', 'pre_tool_use')
@@ -371,13 +383,17 @@ SELECT session,
        sum(CASE WHEN type = 'claude_code_api_request'
                 THEN CAST(json_extract(data, '$.cost_usd') AS REAL) END)              AS cost_usd,
        sum(CASE WHEN type = 'claude_code_api_request'
-                THEN CAST(json_extract(data, '$.input_tokens') AS INTEGER) END)          AS input_tokens,
+                THEN min(max(CAST(json_extract(data, '$.input_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                            AS input_tokens,
        sum(CASE WHEN type = 'claude_code_api_request'
-                THEN CAST(json_extract(data, '$.output_tokens') AS INTEGER) END)         AS output_tokens,
+                THEN min(max(CAST(json_extract(data, '$.output_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                            AS output_tokens,
        sum(CASE WHEN type = 'claude_code_api_request'
-                THEN CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER) END)     AS cache_read_tokens,
+                THEN min(max(CAST(json_extract(data, '$.cache_read_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                            AS cache_read_tokens,
        sum(CASE WHEN type = 'claude_code_api_request'
-                THEN CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER) END) AS cache_creation_tokens,
+                THEN min(max(CAST(json_extract(data, '$.cache_creation_tokens') AS INTEGER), 0), {TMAX}) END)
+                                                                            AS cache_creation_tokens,
        sum(type = 'claude_code_api_request')                            AS api_requests
 FROM events
 WHERE session IS NOT NULL
@@ -420,7 +436,7 @@ LEFT JOIN events AS tr ON tr.eid = (
       AND json_extract(t.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')
     ORDER BY t.eid LIMIT 1)
 WHERE pre.type = 'pre_tool_use';
-"""
+""".replace("{TMAX}", str(TOKENS_MAX))
 
 
 def _m_telemetry_usage(db: sqlite3.Connection) -> None:
