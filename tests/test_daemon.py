@@ -283,4 +283,5 @@ def test_restart_continues_eids_and_views(home) -> None:
         (4, "claude_code_pairing"),
         (5, "rejected_line_key"),
         (7, "dashboard_summaries"),
+        (8, "tool_summaries"),
     ]

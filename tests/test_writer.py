@@ -84,6 +84,7 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
         (4, "claude_code_pairing"),
         (5, "rejected_line_key"),
         (7, "dashboard_summaries"),
+        (8, "tool_summaries"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id", "events_tool_use_id"} <= indexes

@@ -320,9 +320,162 @@ def _m_dashboard_summaries(db: sqlite3.Connection) -> None:
 
 def summarize(db: Any, lo: int, hi: int) -> None:
     """Add the events with eids ``lo``..``hi`` (just inserted, in the caller's transaction) to
-    ``event_hours`` and ``session_stats``."""
+    ``event_hours`` and ``session_stats`` (migration 7), ``tool_hours`` and ``tool_slowest`` (8)."""
     db.execute(HOURS_FROM_RANGE, (lo, hi))
     db.execute(SESSIONS_FROM_RANGE, (lo, hi))
+    summarize_tools(db, lo, hi)
+
+
+#: Migration 8: what the Tools tab reads, so that it never pairs calls at query time.
+#: ``tool_hours``: per tool and hour (of the event's ts), the PreToolUse events (``calls``), the
+#: closing events (``closed``: PostToolUse and PostToolUseFailure; ``failed``: the latter), and
+#: of the closing events that carry Claude Code's own ``duration_ms`` (``timed``), a histogram
+#: ``durations`` = ``{"bucket": count}`` in ``tool_duration_buckets`` (fixed, log-spaced: four a
+#: doubling, so a percentile read from it is within one bucket, 19%, of the exact one).
+#: ``tool_slowest``: the ``SLOWEST_PER_HOUR`` slowest timed closing events of each hour. Every
+#: event counts alone (no pairing), so the trigger takes a deleted one out exactly.
+SLOWEST_PER_HOUR = 20
+#: Bucket 0 holds durations under 1 ms; bucket k >= 1 holds [2^((k-1)/4), 2^(k/4)) ms; the last
+#: one everything from 2^((BUCKETS - 2) / 4) ms (2^32 ms, about 50 days) up.
+BUCKETS_PER_DOUBLING = 4
+BUCKETS = 130
+TOOL_TYPES = "('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')"
+
+
+def bucket_bounds(bucket: int) -> tuple[float, float]:
+    """The durations (ms) ``bucket`` of ``tool_duration_buckets`` holds: ``[lo, hi)``."""
+    if bucket <= 0:
+        return 0.0, 1.0
+    hi = 2 ** (bucket / BUCKETS_PER_DOUBLING) if bucket < BUCKETS - 1 else float("inf")
+    return 2 ** ((bucket - 1) / BUCKETS_PER_DOUBLING), hi
+
+
+_TOOL_SUMMARIES = f"""
+CREATE TABLE IF NOT EXISTS tool_duration_buckets (
+    lo_ms  REAL PRIMARY KEY,               -- the bucket holds durations from lo_ms to the next one's
+    bucket INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS tool_hours (
+    tool      TEXT NOT NULL,               -- tool_name ('?' when an event has none)
+    hour      INTEGER NOT NULL,            -- floor(ts / 3600)
+    calls     INTEGER NOT NULL,            -- pre_tool_use events
+    closed    INTEGER NOT NULL,            -- post_tool_use and post_tool_use_failure events
+    failed    INTEGER NOT NULL,            -- post_tool_use_failure events
+    timed     INTEGER NOT NULL,            -- closing events with a numeric duration_ms
+    durations TEXT NOT NULL,               -- their histogram: {{"bucket": count}}
+    PRIMARY KEY (tool, hour)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tool_hours_hour ON tool_hours(hour);
+
+CREATE TABLE IF NOT EXISTS tool_slowest (
+    eid         INTEGER PRIMARY KEY,       -- the closing event
+    hour        INTEGER NOT NULL,
+    tool        TEXT NOT NULL,
+    duration_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tool_slowest_hour ON tool_slowest(hour, duration_ms);
+
+DROP TRIGGER IF EXISTS events_tools_delete;
+CREATE TRIGGER events_tools_delete AFTER DELETE ON events WHEN old.type IN {TOOL_TYPES} BEGIN
+    UPDATE tool_hours SET calls = calls - (old.type = 'pre_tool_use'),
+                          closed = closed - (old.type <> 'pre_tool_use'),
+                          failed = failed - (old.type = 'post_tool_use_failure'),
+                          timed = timed - (x.d IS NOT NULL),
+                          durations = CASE WHEN x.d IS NULL THEN durations
+                              WHEN coalesce(durations ->> x.path, 0) <= 1 THEN json_remove(durations, x.path)
+                              ELSE json_set(durations, x.path, (durations ->> x.path) - 1) END
+        FROM (SELECT y.tool, y.d, '$."' || (SELECT bucket FROM tool_duration_buckets WHERE lo_ms <= y.d
+                                           ORDER BY lo_ms DESC LIMIT 1) || '"' AS path
+              FROM (SELECT coalesce(j ->> 0, '?') AS tool,
+                           CASE WHEN old.type <> 'pre_tool_use' AND typeof(j ->> 1) IN ('integer', 'real')
+                                THEN j ->> 1 END AS d
+                    FROM (SELECT json_extract(old.data, '$.tool_name', '$.duration_ms') AS j)) AS y) AS x
+        WHERE tool_hours.tool = x.tool AND tool_hours.hour = CAST(old.ts / 3600 AS INTEGER);
+    DELETE FROM tool_hours WHERE hour = CAST(old.ts / 3600 AS INTEGER) AND calls <= 0 AND closed <= 0;
+    DELETE FROM tool_slowest WHERE eid = old.eid;
+END;
+"""
+
+#: The tool events of one transaction, each JSON read once: ``[tool_name, duration_ms]``.
+_TOOL_BATCH = (
+    "CREATE TEMP TABLE IF NOT EXISTS tool_batch (eid INTEGER PRIMARY KEY, type TEXT, ts REAL, j TEXT)",
+    "INSERT INTO temp.tool_batch (eid, type, ts, j) "
+    "SELECT eid, type, ts, json_extract(data, '$.tool_name', '$.duration_ms') FROM events "
+    f"WHERE eid BETWEEN ?1 AND ?2 AND type IN {TOOL_TYPES}",
+)
+_TOOL_EVENTS = (
+    "SELECT eid, coalesce(j ->> 0, '?') AS tool, CAST(ts / 3600 AS INTEGER) AS hour, type, "
+    "CASE WHEN type <> 'pre_tool_use' AND typeof(j ->> 1) IN ('integer', 'real') THEN j ->> 1 END AS d "
+    "FROM temp.tool_batch"
+)
+_BUCKET_OF_D = "(SELECT bucket FROM tool_duration_buckets WHERE lo_ms <= d ORDER BY lo_ms DESC LIMIT 1)"
+TOOL_HOURS_FROM_BATCH = (
+    "INSERT INTO tool_hours (tool, hour, calls, closed, failed, timed, durations) "
+    "SELECT tool, hour, sum(calls), sum(closed), sum(failed), sum(timed), "
+    "json_group_object(bucket, timed) FILTER (WHERE bucket IS NOT NULL) "
+    "FROM (SELECT tool, hour, sum(type = 'pre_tool_use') AS calls, sum(type <> 'pre_tool_use') AS closed, "
+    f"sum(type = 'post_tool_use_failure') AS failed, count(d) AS timed, {_BUCKET_OF_D} AS bucket "
+    f"FROM ({_TOOL_EVENTS}) GROUP BY tool, hour, bucket) GROUP BY tool, hour "
+    "ON CONFLICT(tool, hour) DO UPDATE SET calls = calls + excluded.calls, closed = closed + excluded.closed, "
+    "failed = failed + excluded.failed, timed = timed + excluded.timed, "
+    "durations = CASE WHEN excluded.durations = '{}' THEN durations ELSE ("
+    "SELECT json_group_object(key, n) FROM (SELECT key, sum(value) AS n FROM ("
+    "SELECT key, value FROM json_each(tool_hours.durations) UNION ALL "
+    "SELECT key, value FROM json_each(excluded.durations)) GROUP BY key)) END"
+)
+TOOL_SLOWEST_FROM_BATCH = (
+    "INSERT OR IGNORE INTO tool_slowest (eid, hour, tool, duration_ms) "
+    f"SELECT eid, hour, tool, d FROM ({_TOOL_EVENTS}) AS b WHERE d IS NOT NULL AND d > coalesce(("
+    "SELECT s.duration_ms FROM tool_slowest AS s WHERE s.hour = b.hour "
+    f"ORDER BY s.duration_ms DESC LIMIT 1 OFFSET {SLOWEST_PER_HOUR - 1}), -1e308)"
+)
+#: What is no longer among the slowest of an hour the transaction added to.
+TOOL_SLOWEST_TRIM = (
+    "DELETE FROM tool_slowest WHERE hour IN (SELECT DISTINCT CAST(ts / 3600 AS INTEGER) FROM temp.tool_batch "
+    "WHERE type <> 'pre_tool_use') AND eid NOT IN (SELECT s.eid FROM tool_slowest AS s "
+    f"WHERE s.hour = tool_slowest.hour ORDER BY s.duration_ms DESC, s.eid LIMIT {SLOWEST_PER_HOUR})"
+)
+
+
+def summarize_tools(db: Any, lo: int, hi: int) -> None:
+    """Add the tool events with eids ``lo``..``hi`` (in the caller's transaction) to
+    ``tool_hours`` and ``tool_slowest``: their JSON is read once, into a temporary table."""
+    db.execute(_TOOL_BATCH[0])
+    before = db.total_changes
+    db.execute(_TOOL_BATCH[1], (lo, hi))
+    if db.total_changes == before:
+        return
+    db.execute(TOOL_HOURS_FROM_BATCH)
+    before = db.total_changes
+    db.execute(TOOL_SLOWEST_FROM_BATCH)
+    if db.total_changes != before:
+        db.execute(TOOL_SLOWEST_TRIM)
+    db.execute("DELETE FROM temp.tool_batch")
+
+
+#: Events read per step when migration 8 fills its tables from what is stored.
+_FILL_STEP = 100_000
+
+
+def _m_tool_summaries(db: sqlite3.Connection) -> None:
+    """Migration 8 (see ``_TOOL_SUMMARIES``). Can run twice: the tables are filled anew."""
+    for stmt in _statements(_TOOL_SUMMARIES):
+        db.execute(stmt)
+    db.execute("DELETE FROM tool_duration_buckets")
+    db.executemany(
+        "INSERT INTO tool_duration_buckets (lo_ms, bucket) VALUES (?, ?)",
+        [(-1e308 if b == 0 else bucket_bounds(b)[0], b) for b in range(BUCKETS)],
+    )
+    db.execute("DELETE FROM tool_hours")
+    db.execute("DELETE FROM tool_slowest")
+    lo, hi = db.execute("SELECT min(eid), max(eid) FROM events").fetchone()
+    while lo is not None and lo <= hi:
+        top = db.execute(
+            "SELECT max(eid) FROM (SELECT eid FROM events WHERE eid >= ? ORDER BY eid LIMIT ?)", (lo, _FILL_STEP)
+        ).fetchone()[0]
+        summarize_tools(db, lo, top)
+        lo = top + 1
 
 
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
@@ -335,6 +488,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     # 6 is the telemetry views' (branch otlp); until it is merged a database goes from 5 to 7,
     # and migrate() still applies 6 later (it applies every version not recorded).
     (7, "dashboard_summaries", _m_dashboard_summaries),
+    (8, "tool_summaries", _m_tool_summaries),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
