@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hookd.durations import BUCKETS, bucket_bounds
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
 from hookd.records import BASE_COLUMNS, CLIENT_ID, COLUMN_RE, EID, JSON_PATH_RE, LINE_KEY
@@ -320,65 +321,49 @@ def _m_dashboard_summaries(db: sqlite3.Connection) -> None:
 
 def summarize(db: Any, lo: int, hi: int) -> None:
     """Add the events with eids ``lo``..``hi`` (just inserted, in the caller's transaction) to
-    ``event_hours`` and ``session_stats`` (migration 7), ``tool_hours`` and ``tool_slowest`` (8)."""
+    ``event_hours`` and ``session_stats`` (migration 7), ``tool_hours``, ``tool_days`` and
+    ``tool_slowest`` (8)."""
     db.execute(HOURS_FROM_RANGE, (lo, hi))
     db.execute(SESSIONS_FROM_RANGE, (lo, hi))
     summarize_tools(db, lo, hi)
 
 
 #: Migration 8: what the Tools tab reads, so that it never pairs calls at query time.
-#: ``tool_hours``: per tool and hour (of the event's ts), the PreToolUse events (``calls``), the
-#: closing events (``closed``: PostToolUse and PostToolUseFailure; ``failed``: the latter), and
-#: of the closing events that carry Claude Code's own ``duration_ms`` (``timed``), a histogram
-#: ``durations`` = ``{"bucket": count}`` in ``tool_duration_buckets`` (fixed, log-spaced: four a
-#: doubling, so a percentile read from it is within one bucket, 19%, of the exact one).
-#: ``tool_slowest``: the ``SLOWEST_PER_HOUR`` slowest timed closing events of each hour. Every
-#: event counts alone (no pairing), so the trigger takes a deleted one out exactly.
+#: ``tool_hours`` and ``tool_days``: per tool and hour (day) of the event's ts, the PreToolUse
+#: events (``calls``), the closing events (``closed``: PostToolUse and PostToolUseFailure;
+#: ``failed``: the latter), and of the closing events that carry Claude Code's own
+#: ``duration_ms`` (``timed``), a histogram ``durations`` = ``{"bucket": count}`` in fixed,
+#: log-spaced buckets (``hookd.durations``, ``tool_duration_buckets``: four a doubling, so a
+#: percentile read from it is within one bucket, 19%, of the exact one). Days make a month cheap
+#: to read (the edges of a range come from hours). ``tool_slowest``: the ``SLOWEST_PER_HOUR``
+#: slowest timed closing events of each hour. Every event counts alone (no pairing), so the
+#: trigger takes a deleted one out exactly.
 SLOWEST_PER_HOUR = 20
-#: Bucket 0 holds durations under 1 ms; bucket k >= 1 holds [2^((k-1)/4), 2^(k/4)) ms; the last
-#: one everything from 2^((BUCKETS - 2) / 4) ms (2^32 ms, about 50 days) up.
-BUCKETS_PER_DOUBLING = 4
-BUCKETS = 130
 TOOL_TYPES = "('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')"
+#: The summary tables of migration 8 by time unit: (table, its time column, seconds).
+TOOL_SPANS = (("tool_hours", "hour", 3600), ("tool_days", "day", 86400))
 
 
-def bucket_bounds(bucket: int) -> tuple[float, float]:
-    """The durations (ms) ``bucket`` of ``tool_duration_buckets`` holds: ``[lo, hi)``."""
-    if bucket <= 0:
-        return 0.0, 1.0
-    hi = 2 ** (bucket / BUCKETS_PER_DOUBLING) if bucket < BUCKETS - 1 else float("inf")
-    return 2 ** ((bucket - 1) / BUCKETS_PER_DOUBLING), hi
-
-
-_TOOL_SUMMARIES = f"""
-CREATE TABLE IF NOT EXISTS tool_duration_buckets (
-    lo_ms  REAL PRIMARY KEY,               -- the bucket holds durations from lo_ms to the next one's
-    bucket INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS tool_hours (
+def _tool_span_table(table: str, col: str, seconds: int) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
     tool      TEXT NOT NULL,               -- tool_name ('?' when an event has none)
-    hour      INTEGER NOT NULL,            -- floor(ts / 3600)
+    {col:<9} INTEGER NOT NULL,            -- floor(ts / {seconds})
     calls     INTEGER NOT NULL,            -- pre_tool_use events
     closed    INTEGER NOT NULL,            -- post_tool_use and post_tool_use_failure events
     failed    INTEGER NOT NULL,            -- post_tool_use_failure events
     timed     INTEGER NOT NULL,            -- closing events with a numeric duration_ms
     durations TEXT NOT NULL,               -- their histogram: {{"bucket": count}}
-    PRIMARY KEY (tool, hour)
+    PRIMARY KEY (tool, {col})
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tool_hours_hour ON tool_hours(hour);
+CREATE INDEX IF NOT EXISTS {table}_{col} ON {table}({col});
+"""
 
-CREATE TABLE IF NOT EXISTS tool_slowest (
-    eid         INTEGER PRIMARY KEY,       -- the closing event
-    hour        INTEGER NOT NULL,
-    tool        TEXT NOT NULL,
-    duration_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tool_slowest_hour ON tool_slowest(hour, duration_ms);
 
-DROP TRIGGER IF EXISTS events_tools_delete;
-CREATE TRIGGER events_tools_delete AFTER DELETE ON events WHEN old.type IN {TOOL_TYPES} BEGIN
-    UPDATE tool_hours SET calls = calls - (old.type = 'pre_tool_use'),
+def _tool_span_delete(table: str, col: str, seconds: int) -> str:
+    """The trigger's part for one summary table: the deleted event taken out of its row."""
+    return f"""
+    UPDATE {table} SET calls = calls - (old.type = 'pre_tool_use'),
                           closed = closed - (old.type <> 'pre_tool_use'),
                           failed = failed - (old.type = 'post_tool_use_failure'),
                           timed = timed - (x.d IS NOT NULL),
@@ -391,11 +376,35 @@ CREATE TRIGGER events_tools_delete AFTER DELETE ON events WHEN old.type IN {TOOL
                            CASE WHEN old.type <> 'pre_tool_use' AND typeof(j ->> 1) IN ('integer', 'real')
                                 THEN j ->> 1 END AS d
                     FROM (SELECT json_extract(old.data, '$.tool_name', '$.duration_ms') AS j)) AS y) AS x
-        WHERE tool_hours.tool = x.tool AND tool_hours.hour = CAST(old.ts / 3600 AS INTEGER);
-    DELETE FROM tool_hours WHERE hour = CAST(old.ts / 3600 AS INTEGER) AND calls <= 0 AND closed <= 0;
+        WHERE {table}.tool = x.tool AND {table}.{col} = CAST(old.ts / {seconds} AS INTEGER);
+    DELETE FROM {table} WHERE {col} = CAST(old.ts / {seconds} AS INTEGER) AND calls <= 0 AND closed <= 0;"""
+
+
+_TOOL_SUMMARIES = (
+    """
+CREATE TABLE IF NOT EXISTS tool_duration_buckets (
+    lo_ms  REAL PRIMARY KEY,               -- the bucket holds durations from lo_ms to the next one's
+    bucket INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+    + "".join(_tool_span_table(*span) for span in TOOL_SPANS)
+    + f"""
+CREATE TABLE IF NOT EXISTS tool_slowest (
+    eid         INTEGER PRIMARY KEY,       -- the closing event
+    hour        INTEGER NOT NULL,
+    tool        TEXT NOT NULL,
+    duration_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tool_slowest_hour ON tool_slowest(hour, duration_ms);
+
+DROP TRIGGER IF EXISTS events_tools_delete;
+CREATE TRIGGER events_tools_delete AFTER DELETE ON events WHEN old.type IN {TOOL_TYPES} BEGIN"""
+    + "".join(_tool_span_delete(*span) for span in TOOL_SPANS)
+    + """
     DELETE FROM tool_slowest WHERE eid = old.eid;
 END;
 """
+)
 
 #: The tool events of one transaction, each JSON read once: ``[tool_name, duration_ms]``.
 _TOOL_BATCH = (
@@ -404,30 +413,42 @@ _TOOL_BATCH = (
     "SELECT eid, type, ts, json_extract(data, '$.tool_name', '$.duration_ms') FROM events "
     f"WHERE eid BETWEEN ?1 AND ?2 AND type IN {TOOL_TYPES}",
 )
-_TOOL_EVENTS = (
-    "SELECT eid, coalesce(j ->> 0, '?') AS tool, CAST(ts / 3600 AS INTEGER) AS hour, type, "
-    "CASE WHEN type <> 'pre_tool_use' AND typeof(j ->> 1) IN ('integer', 'real') THEN j ->> 1 END AS d "
-    "FROM temp.tool_batch"
-)
+
+
+def _tool_events(seconds: int) -> str:
+    return (
+        f"SELECT eid, coalesce(j ->> 0, '?') AS tool, CAST(ts / {seconds} AS INTEGER) AS span, type, "
+        "CASE WHEN type <> 'pre_tool_use' AND typeof(j ->> 1) IN ('integer', 'real') THEN j ->> 1 END AS d "
+        "FROM temp.tool_batch"
+    )
+
+
 _BUCKET_OF_D = "(SELECT bucket FROM tool_duration_buckets WHERE lo_ms <= d ORDER BY lo_ms DESC LIMIT 1)"
-TOOL_HOURS_FROM_BATCH = (
-    "INSERT INTO tool_hours (tool, hour, calls, closed, failed, timed, durations) "
-    "SELECT tool, hour, sum(calls), sum(closed), sum(failed), sum(timed), "
-    "json_group_object(bucket, timed) FILTER (WHERE bucket IS NOT NULL) "
-    "FROM (SELECT tool, hour, sum(type = 'pre_tool_use') AS calls, sum(type <> 'pre_tool_use') AS closed, "
-    f"sum(type = 'post_tool_use_failure') AS failed, count(d) AS timed, {_BUCKET_OF_D} AS bucket "
-    f"FROM ({_TOOL_EVENTS}) GROUP BY tool, hour, bucket) GROUP BY tool, hour "
-    "ON CONFLICT(tool, hour) DO UPDATE SET calls = calls + excluded.calls, closed = closed + excluded.closed, "
-    "failed = failed + excluded.failed, timed = timed + excluded.timed, "
-    "durations = CASE WHEN excluded.durations = '{}' THEN durations ELSE ("
-    "SELECT json_group_object(key, n) FROM (SELECT key, sum(value) AS n FROM ("
-    "SELECT key, value FROM json_each(tool_hours.durations) UNION ALL "
-    "SELECT key, value FROM json_each(excluded.durations)) GROUP BY key)) END"
-)
+
+
+def _tool_span_upsert(table: str, col: str, seconds: int) -> str:
+    """The batch's counts and histograms added to ``table``'s rows (histograms merged by bucket)."""
+    return (
+        f"INSERT INTO {table} (tool, {col}, calls, closed, failed, timed, durations) "
+        "SELECT tool, span, sum(calls), sum(closed), sum(failed), sum(timed), "
+        "json_group_object(bucket, timed) FILTER (WHERE bucket IS NOT NULL) "
+        "FROM (SELECT tool, span, sum(type = 'pre_tool_use') AS calls, sum(type <> 'pre_tool_use') AS closed, "
+        f"sum(type = 'post_tool_use_failure') AS failed, count(d) AS timed, {_BUCKET_OF_D} AS bucket "
+        f"FROM ({_tool_events(seconds)}) GROUP BY tool, span, bucket) GROUP BY tool, span "
+        f"ON CONFLICT(tool, {col}) DO UPDATE SET calls = calls + excluded.calls, closed = closed + excluded.closed, "
+        "failed = failed + excluded.failed, timed = timed + excluded.timed, "
+        "durations = CASE WHEN excluded.durations = '{}' THEN durations ELSE ("
+        "SELECT json_group_object(key, n) FROM (SELECT key, sum(value) AS n FROM ("
+        f"SELECT key, value FROM json_each({table}.durations) UNION ALL "
+        "SELECT key, value FROM json_each(excluded.durations)) GROUP BY key)) END"
+    )
+
+
+TOOL_SPANS_FROM_BATCH = tuple(_tool_span_upsert(*span) for span in TOOL_SPANS)
 TOOL_SLOWEST_FROM_BATCH = (
     "INSERT OR IGNORE INTO tool_slowest (eid, hour, tool, duration_ms) "
-    f"SELECT eid, hour, tool, d FROM ({_TOOL_EVENTS}) AS b WHERE d IS NOT NULL AND d > coalesce(("
-    "SELECT s.duration_ms FROM tool_slowest AS s WHERE s.hour = b.hour "
+    f"SELECT eid, span, tool, d FROM ({_tool_events(3600)}) AS b WHERE d IS NOT NULL AND d > coalesce(("
+    "SELECT s.duration_ms FROM tool_slowest AS s WHERE s.hour = b.span "
     f"ORDER BY s.duration_ms DESC LIMIT 1 OFFSET {SLOWEST_PER_HOUR - 1}), -1e308)"
 )
 #: What is no longer among the slowest of an hour the transaction added to.
@@ -440,13 +461,15 @@ TOOL_SLOWEST_TRIM = (
 
 def summarize_tools(db: Any, lo: int, hi: int) -> None:
     """Add the tool events with eids ``lo``..``hi`` (in the caller's transaction) to
-    ``tool_hours`` and ``tool_slowest``: their JSON is read once, into a temporary table."""
+    ``tool_hours``, ``tool_days`` and ``tool_slowest``: their JSON is read once, into a temporary
+    table."""
     db.execute(_TOOL_BATCH[0])
     before = db.total_changes
     db.execute(_TOOL_BATCH[1], (lo, hi))
     if db.total_changes == before:
         return
-    db.execute(TOOL_HOURS_FROM_BATCH)
+    for upsert in TOOL_SPANS_FROM_BATCH:
+        db.execute(upsert)
     before = db.total_changes
     db.execute(TOOL_SLOWEST_FROM_BATCH)
     if db.total_changes != before:
@@ -467,8 +490,8 @@ def _m_tool_summaries(db: sqlite3.Connection) -> None:
         "INSERT INTO tool_duration_buckets (lo_ms, bucket) VALUES (?, ?)",
         [(-1e308 if b == 0 else bucket_bounds(b)[0], b) for b in range(BUCKETS)],
     )
-    db.execute("DELETE FROM tool_hours")
-    db.execute("DELETE FROM tool_slowest")
+    for table in ("tool_hours", "tool_days", "tool_slowest"):
+        db.execute(f"DELETE FROM {table}")
     lo, hi = db.execute("SELECT min(eid), max(eid) FROM events").fetchone()
     while lo is not None and lo <= hi:
         top = db.execute(
