@@ -355,6 +355,24 @@ def test_a_new_event_appears_within_2_seconds(setup, browser) -> None:
     assert severe(browser) == []
 
 
+def test_it_runs_niced_and_an_unchanged_database_costs_no_query(setup) -> None:
+    """A viewer yields the CPU to ingest (nice 10), and a panel asked again while the database's
+    newest eid is the same is answered from memory; a new event makes it ask SQLite again."""
+    d, dash = setup
+    nice = int(Path(f"/proc/{dash.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert nice >= 10
+
+    def cached() -> int:
+        return dash.api("health")["dashboard"]["counts"].get("cached", 0)
+
+    first = dash.api("overview?range=7d")
+    before = cached()
+    assert dash.api("overview?range=7d") == first and cached() == before + 1
+    d.send(json.dumps({"type": "deploy", "ts": NOW}).encode() + b"\n")
+    total = first["totals"]["events"] + 1
+    wait_until(lambda: dash.api("overview?range=7d")["totals"]["events"] == total, what="a fresh answer")
+
+
 def test_another_uid_gets_nothing_and_is_counted(setup) -> None:
     _d, dash = setup
     if shutil.which("setpriv") is None or shutil.which("curl") is None or os.getuid() == 65534:
