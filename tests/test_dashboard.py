@@ -92,6 +92,8 @@ def seed(d: Daemon) -> int:
     d.send(lines + b"not json\n" + b'{"no_type": 1}\n')
     assert d.wait_count(len(events)) == len(events)
     wait_until(lambda: d.query("SELECT count(*) FROM rejected")[0][0] == 2, what="2 rejected lines")
+    summarized = "SELECT (SELECT eid FROM summary_mark) >= (SELECT max(eid) FROM events)"
+    wait_until(lambda: d.query(summarized)[0][0] == 1, what="the summaries caught up (the writer's idle time)")
     return len(events)
 
 

@@ -332,6 +332,8 @@ def tool_summaries_are_exact(db: sqlite3.Connection) -> None:
     def bucket(ms: float) -> str:
         return str(next(b for b in range(BUCKETS - 1, -1, -1) if b == 0 or ms >= bucket_bounds(b)[0]))
 
+    hours = db.execute("SELECT type, CAST(ts / 3600 AS INTEGER), count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2")
+    assert db.execute("SELECT type, hour, count FROM event_hours ORDER BY 1, 2").fetchall() == hours.fetchall()
     got = db.execute("SELECT tool, hour, calls, closed, failed, timed FROM tool_hours ORDER BY 1, 2").fetchall()
     assert got == db.execute(TOOL_HOURS_EXACT).fetchall()
     days = db.execute(TOOL_HOURS_EXACT.replace("ts / 3600", "ts / 86400")).fetchall()
@@ -372,16 +374,22 @@ def test_tool_summaries_stay_exact_through_inserts_and_deletes(writer: Writer) -
     lines.append(json.dumps({"hook_event_name": "PostToolUse", "session_id": "s0", "ts": t0}).encode())
     for seq, start in enumerate(range(0, len(lines), 25)):
         writer.commit([make_batch(seq, lines[start : start + 25], framer)])
-    tool_summaries_are_exact(writer.db)
-    assert writer.db.execute("SELECT sum(calls), sum(closed) FROM tool_days").fetchone() == (60, 61)
+    assert writer.behind  # added between batches, not in them
+    writer.summarize_step(limit=50)  # part of them: the mark lies among the events
+    assert writer.behind and store.summary_mark(writer.db) == writer.summarized
     writer.db.execute("DELETE FROM events WHERE type = 'post_tool_use' AND ts < ?", (t0 + 8000,))  # by age
+    writer.summarize_all()
+    assert not writer.behind
+    tool_summaries_are_exact(writer.db)
     writer.db.execute("DELETE FROM events WHERE eid IN (SELECT eid FROM events ORDER BY eid LIMIT 30)")  # oldest
     tool_summaries_are_exact(writer.db)
+    assert writer.db.execute("SELECT sum(calls), sum(closed) FROM tool_days").fetchone() == (36, 37)
     writer.db.execute("DELETE FROM events")
     assert [writer.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("tool_hours", "tool_days")] == [0, 0]
     assert writer.db.execute("SELECT count(*) FROM tool_slowest").fetchone()[0] == 0
     # a database at migration 7 with events gets them summarized by migration 8
-    writer.commit([make_batch(99, lines, Framer())])
+    writer.commit([make_batch(99, lines, framer)])
+    writer.summarize_step(limit=10)  # a run again finds the summaries behind: they catch up
     writer.db.execute("DELETE FROM schema_migrations WHERE version = 8")
     writer.db.execute("DROP TABLE tool_days")
     writer.db.execute("DELETE FROM tool_hours")
