@@ -238,7 +238,8 @@ def _latest(col: str) -> str:
 
 
 #: What migration 7's trigger takes out of ``event_hours`` and ``session_stats`` for a deleted event.
-_SUMMARIES_DELETE = """    UPDATE event_hours SET count = count - 1 WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER);
+_SUMMARIES_DELETE = """\
+    UPDATE event_hours SET count = count - 1 WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER);
     DELETE FROM event_hours WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER) AND count <= 0;
     UPDATE session_stats SET events = events - 1,
                              prompts = prompts - (old.type = 'user_prompt_submit'),
@@ -257,7 +258,8 @@ _SUMMARIES_DELETE = """    UPDATE event_hours SET count = count - 1 WHERE type =
 #: writer's idle time up to ``summary_mark``, see ``summarize_upto``); the trigger takes
 #: deleted events out again (retention, vacuum), so they stay exact. ``session_stats.started``
 #: is the first event ever seen of the session, even once retention deleted it.
-_DASHBOARD_SUMMARIES = """
+_DASHBOARD_SUMMARIES = (
+    """
 CREATE TABLE IF NOT EXISTS event_hours (
     type  TEXT NOT NULL,
     hour  INTEGER NOT NULL,               -- floor(ts / 3600): hours since the epoch, UTC
@@ -285,8 +287,11 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 
 DROP TRIGGER IF EXISTS events_summaries_delete;
 CREATE TRIGGER events_summaries_delete AFTER DELETE ON events BEGIN
-""" + _SUMMARIES_DELETE + """END;
 """
+    + _SUMMARIES_DELETE
+    + """END;
+"""
+)
 
 _HOURS_FROM = (
     "INSERT INTO event_hours (type, hour, count) "
