@@ -620,6 +620,7 @@ def serve(writer: Writer, reader: FrameReader, replies: Replies) -> None:
             for reply in writer.commit(batches):
                 replies.send(reply)
         if close:
+            writer.summarize_all()  # at most about SUMMARY_BEHIND of events: a moment
             return
         if writer.behind and (not frames or writer.behind >= SUMMARY_BEHIND):
             writer.summarize_step()  # idle, or too far behind: the dashboard's summaries
