@@ -395,3 +395,17 @@ def test_tool_summaries_stay_exact_through_inserts_and_deletes(writer: Writer) -
     writer.db.execute("DELETE FROM tool_hours")
     assert store.migrate(writer.db) == ["tool_summaries"]
     tool_summaries_are_exact(writer.db)
+
+
+def test_tool_slowest_keeps_the_slowest_of_each_hour(writer: Writer) -> None:
+    """``tool_slowest`` holds an hour's 20 slowest timed calls, however its batches fall."""
+    framer, t0, lines = Framer(), 1_800_000_000.0, []
+    for i in range(70):
+        call = {"session_id": "s", "tool_name": "Bash", "tool_use_id": f"t{i}", "duration_ms": (i * 37) % 101}
+        lines.append(json.dumps({"hook_event_name": "PostToolUse", **call, "ts": t0 + i}).encode())
+    for seq, start in enumerate(range(0, len(lines), 9)):
+        writer.commit([make_batch(seq, lines[start : start + 9], framer)])
+        writer.summarize_all()
+    kept = writer.db.execute("SELECT duration_ms FROM tool_slowest ORDER BY duration_ms DESC").fetchall()
+    want = sorted(((i * 37) % 101 for i in range(70)), reverse=True)[: store.SLOWEST_PER_HOUR]
+    assert [k[0] for k in kept] == want

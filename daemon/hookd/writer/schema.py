@@ -504,9 +504,9 @@ TOOL_SLOWEST_FROM_BATCH = (
 )
 #: What is no longer among the slowest of an hour the transaction added to.
 TOOL_SLOWEST_TRIM = (
-    "DELETE FROM tool_slowest WHERE hour IN (SELECT DISTINCT hour FROM temp.tool_batch WHERE eid IS NOT NULL) "
-    "AND eid NOT IN (SELECT s.eid FROM tool_slowest AS s WHERE s.hour = tool_slowest.hour "
-    f"ORDER BY s.duration_ms DESC, s.eid LIMIT {SLOWEST_PER_HOUR})"
+    "DELETE FROM tool_slowest WHERE eid IN (SELECT eid FROM (SELECT eid, row_number() OVER ("
+    "PARTITION BY hour ORDER BY duration_ms DESC, eid) AS r FROM tool_slowest WHERE hour IN ("
+    f"SELECT DISTINCT hour FROM temp.tool_batch WHERE eid IS NOT NULL)) WHERE r > {SLOWEST_PER_HOUR})"
 )
 
 

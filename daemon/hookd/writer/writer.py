@@ -59,7 +59,7 @@ BUSY_TIMEOUT_MS = 1000
 MAX_BACKOFF = 1.0
 #: The dashboard's summaries (schema migrations 7 and 8) are added between batches, not in
 #: them: at most this many events a step, when no batch waits ...
-SUMMARY_STEP = 20_000
+SUMMARY_STEP = 5_000
 #: ... or whatever waits once they are this many eids behind (eids are milliseconds << 20: about
 #: 2 s of events), so a sustained flood cannot leave them behind without bound.
 SUMMARY_BEHIND = 2000 << 20
