@@ -142,6 +142,7 @@ class Writer:
         #: largest eid stored. ``summarize_step`` closes the gap, between batches.
         self.summarized = schema.summary_mark(self.db)
         self.newest = schema.max_eid(self.db)
+        self._summary_logged = -60.0
         self.columns: dict[str, dict[str, str]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror")
         # Mirror upkeep (gzip, deletions) has a thread of its own: on _io it would hold up commits.
@@ -224,7 +225,11 @@ class Writer:
                 db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            log.warning("the dashboard's summaries are %d eids behind and could not catch up now: %s", self.behind, e)
+            now = time.monotonic()
+            if now - self._summary_logged >= 60:
+                self._summary_logged = now
+                log.warning("the dashboard's summaries could not catch up now (will retry): %s", e)
+            time.sleep(0.05)  # a lock or a full disk: do not spin; batches waiting are read next
             return
         self.summarized = mark
 
@@ -363,6 +368,7 @@ class Writer:
             else:
                 db.execute(schema.TYPES_FROM_RANGE, (txn.lo, txn.hi))
             self._new_views()
+            # Before the COMMIT, but commit() retries until it succeeds (or the process ends).
             self.newest = max(self.newest, txn.hi)
         schema.bump_counters(db, txn.counts)
         if txn.rejected:
