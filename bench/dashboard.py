@@ -1,8 +1,9 @@
 """The dashboard's speed (issue 16): panel queries on 1M and 10M realistic events, the first
-paint of each tab, what schema migration 7 costs an insert, and ingest with and without a
-dashboard refreshing.
+paint of each tab, what schema migrations 7 and 8 (the summaries) cost an insert, and ingest
+with and without a dashboard refreshing.
 
     python bench/dashboard.py [--sizes 1000000,10000000] [--skip-browser] [--skip-ingest]
+                              [--skip-panels] [--skip-insert]
 
 The databases are generated straight into SQLite (executemany, the writer's own statements for
 the summaries, one transaction per 10,000 rows) and cached in $TMPDIR/hookd-bench-dashboard/
@@ -117,7 +118,7 @@ def generate(n: int, path: Path, end: float) -> float:
         db.executemany(schema.INSERT_EVENT, chunk)
         lo, hi = chunk[0][0], chunk[-1][0]
         db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
-        schema.summarize(db, lo, hi)
+        schema.summarize_upto(db, hi)
         db.execute("COMMIT")
         chunk.clear()
 
@@ -143,6 +144,13 @@ def database(n: int) -> tuple[Path, float, float]:
         took = generate(n, path, end)
         meta.write_text(json.dumps({"end": end, "seconds": took}))
     info = json.loads(meta.read_text())
+    db = schema.connect(path)  # a database cached by an older hookd gets the newer migrations
+    t0 = time.perf_counter()
+    applied = schema.migrate(db)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    if applied:
+        print(f"{path}: applied {', '.join(applied)} in {time.perf_counter() - t0:.1f} s")
     return path, info["end"], info["seconds"]
 
 
@@ -162,8 +170,10 @@ ASKED = [
     ("activity", {"since": "WEEK"}),
     ("activity", {"session": "SESSION"}),
     ("activity", {"q": "step 3"}),
-    ("tools", {"range": "24h"}),
     ("tools", {"range": "1h"}),
+    ("tools", {"range": "24h"}),
+    ("tools", {"range": "7d"}),
+    ("tools", {"range": "30d"}),
     ("sessions", {"range": "7d"}),
     ("sessions", {"range": "30d"}),
     ("session", {"id": "SESSION"}),
@@ -232,32 +242,55 @@ def first_paints(db: Path, runs: int = 3) -> dict[str, float]:
     return {tab: statistics.median(v) for tab, v in out.items()}
 
 
-def insert_cost(n: int = 200_000, runs: int = 3) -> tuple[float, float, str]:
-    """Rows/s inserted as the writer does, with migration 7 (summaries + events_ts) and without."""
+#: What each configuration of ``insert_cost`` adds to the writer's own statements.
+COSTED = {
+    "none": (),
+    "m7": ("events_ts", "hours", "sessions"),
+    "m7+m8": ("events_ts", "hours", "sessions", "tools"),
+}
+
+
+def _insert_rate(sample: list[tuple], parts: tuple[str, ...]) -> float:
+    d = Path(tempfile.mkdtemp(prefix="hookd-cost-"))
+    db = schema.connect(d / "x.db")
+    schema.migrate(db)
+    if "events_ts" not in parts:
+        db.execute("DROP INDEX events_ts")
+    t0 = time.perf_counter()
+    for j in range(0, len(sample), 1000):
+        part = sample[j : j + 1000]
+        lo, hi = part[0][0], part[-1][0]
+        db.execute("BEGIN")
+        db.executemany(schema.INSERT_EVENT, part)
+        db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
+        if "hours" in parts:
+            db.execute(schema.HOURS_FROM_RANGE, (lo, hi))
+        if "sessions" in parts:
+            db.execute(schema.SESSIONS_FROM_RANGE, (lo, hi))
+        if "tools" in parts:
+            schema.summarize_tools(db, lo, hi)
+        db.execute("COMMIT")
+    rate = len(sample) / (time.perf_counter() - t0)
+    db.close()
+    shutil.rmtree(d)
+    return rate
+
+
+def insert_cost(n: int = 200_000, runs: int = 5) -> dict[str, tuple[float, float, str]]:
+    """Rows/s inserted as the writer does (1,000-row transactions of realistic rows), without
+    the dashboard's summaries, with migration 7's (``event_hours``, ``session_stats``,
+    ``events_ts``) and with 7's and 8's (the tool summaries); alternated, ``runs`` times.
+    Per configuration: median rows/s, its ratio to ``none`` and the ratio's spread."""
     sample = list(rows(n, time.time(), seed=3))
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(runs):
-        for with_m7 in (False, True):
-            d = Path(tempfile.mkdtemp(prefix="hookd-m7-"))
-            db = schema.connect(d / "x.db")
-            schema.migrate(db)
-            if not with_m7:
-                db.execute("DROP INDEX events_ts")
-            t0 = time.perf_counter()
-            for j in range(0, n, 1000):
-                part = sample[j : j + 1000]
-                db.execute("BEGIN")
-                db.executemany(schema.INSERT_EVENT, part)
-                db.execute(schema.TYPES_FROM_RANGE, (part[0][0], part[-1][0]))
-                if with_m7:
-                    schema.summarize(db, part[0][0], part[-1][0])
-                db.execute("COMMIT")
-            rates[with_m7].append(n / (time.perf_counter() - t0))
-            db.close()
-            shutil.rmtree(d)
-    ratios = [a / b for a, b in zip(rates[True], rates[False], strict=True)]
-    ratio, spread = median_spread(ratios)
-    return statistics.median(rates[False]), ratio, spread
+    rates: dict[str, list[float]] = {k: [] for k in COSTED}
+    for r in range(runs):
+        for name in COSTED if r % 2 == 0 else reversed(COSTED):
+            rates[name].append(_insert_rate(sample, COSTED[name]))
+    out = {}
+    for name, got in rates.items():
+        ratio, spread = median_spread([a / b for a, b in zip(got, rates["none"], strict=True)])
+        out[name] = (statistics.median(got), ratio, spread)
+    return out
 
 
 def _blast(sock: Path, clients: int, n: int) -> None:
@@ -338,8 +371,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--skip-browser", action="store_true")
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--skip-panels", action="store_true", help="no panel queries or first paints (no databases)")
+    ap.add_argument("--skip-insert", action="store_true", help="no insert cost of the summaries")
     args = ap.parse_args()
-    for n in map(int, args.sizes.split(",")):
+    for n in [] if args.skip_panels else map(int, args.sizes.split(",")):
         path, end, took = database(n)
         size = path.stat().st_size
         print(f"\n{n:,} events: {path} ({size / 2**30:.2f} GiB), generated in {took:.0f} s")
@@ -349,8 +384,8 @@ def main() -> None:
         if not args.skip_browser and n == 1_000_000:
             for tab, ms in first_paints(path).items():
                 print(f"  first paint {tab:<10} {ms:6.0f} ms  {'ok' if ms < 1000 else 'OVER'}")
-    rate, ratio, spread = insert_cost()
-    print(f"\ninsert as the writer does: {rate:,.0f} rows/s without migration 7; with it {ratio:.2f}x ({spread})")
+    for name, (rate, ratio, spread) in ({} if args.skip_insert else insert_cost()).items():
+        print(f"insert as the writer does, summaries {name:<6} {rate:>9,.0f} rows/s  {ratio:.2f}x ({spread})")
     if not args.skip_ingest:
         r = ingest_with_dashboard()
         print(

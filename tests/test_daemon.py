@@ -284,4 +284,5 @@ def test_restart_continues_eids_and_views(home) -> None:
         (5, "rejected_line_key"),
         (6, "telemetry_usage"),
         (7, "dashboard_summaries"),
+        (8, "tool_summaries"),
     ]

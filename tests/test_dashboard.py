@@ -9,6 +9,7 @@ written to tests/artifacts/dashboard/ (git-ignored; the path is printed) and non
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -91,6 +92,8 @@ def seed(d: Daemon) -> int:
     d.send(lines + b"not json\n" + b'{"no_type": 1}\n')
     assert d.wait_count(len(events)) == len(events)
     wait_until(lambda: d.query("SELECT count(*) FROM rejected")[0][0] == 2, what="2 rejected lines")
+    summarized = "SELECT (SELECT eid FROM summary_mark) >= (SELECT max(eid) FROM events)"
+    wait_until(lambda: d.query(summarized)[0][0] == 1, what="the summaries caught up (the writer's idle time)")
     return len(events)
 
 
@@ -259,16 +262,54 @@ def test_overview_numbers_are_the_databases(setup, browser) -> None:
     assert browser.find_elements("css selector", ".uplot"), "the hourly chart is drawn"
 
 
-def test_tools_and_sessions_numbers_are_the_views(setup, browser) -> None:
+TOOL_TYPES = "('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')"
+
+
+def nearest_rank(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def test_tools_numbers_are_the_databases_and_percentiles_within_a_bucket(setup, browser) -> None:
     d, dash = setup
-    open_tab(browser, dash.url, "tools")
-    tools = rows(browser, "tools-table", "tool")
+    since = (int((time.time() - 86400) // 3600) + 1) * 3600  # whole hours, as the panel counts
     want = d.query(
-        "SELECT tool_name, count(*), sum(status = 'failed'), sum(status = 'unfinished') FROM tool_calls "
-        "WHERE started >= ? GROUP BY tool_name",
-        (time.time() - 86400,),
+        "SELECT json_extract(data, '$.tool_name'), sum(type = 'pre_tool_use'), sum(type <> 'pre_tool_use'), "
+        f"sum(type = 'post_tool_use_failure') FROM events WHERE type IN {TOOL_TYPES} AND ts >= ? GROUP BY 1",
+        (since,),
     )
-    assert {t: (int(r[1]), int(r[2]), int(r[4])) for t, r in tools.items()} == {w[0]: w[1:] for w in want}
+    open_tab(browser, dash.url, "tools")
+    page = rows(browser, "tools-table", "tool")
+    assert {t: (int(r[1]), int(r[2]), int(r[3])) for t, r in page.items()} == {w[0]: w[1:] for w in want}
+    durations: dict[str, list[float]] = {}
+    for tool, ms in d.query(
+        "SELECT json_extract(data, '$.tool_name'), json_extract(data, '$.duration_ms') FROM events "
+        "WHERE type IN ('post_tool_use', 'post_tool_use_failure') AND ts >= ?",
+        (since,),
+    ):
+        durations.setdefault(tool, []).append(ms)
+    api = {t["tool"]: t for t in dash.api("tools?range=24h")["tools"]}
+    ratio = 2 ** (1 / 4)
+    for tool, values in durations.items():
+        for p in (50, 95):
+            exact, got = nearest_rank(values, p), api[tool][f"p{p}_bucket"]
+            assert got["lo"] <= exact < got["hi"], (tool, p, exact, got)  # the bucket holds the exact value
+            assert exact / ratio < got["ms"] < exact * ratio  # and the figure shown is within its width
+        assert page[tool][6].startswith("≈ ") and page[tool][6].endswith(" ms")
+    every = sorted((ms for v in durations.values() for ms in v), reverse=True)
+    slowest = browser.execute_script(
+        "return [...document.querySelectorAll('#slowest-table tbody tr')].map(tr => tr.cells[4].textContent)"
+    )
+    assert slowest == [f"{round(ms)} ms" for ms in every[:20]]
+    lost = d.query("SELECT tool_use_id FROM lost_tool_calls WHERE started >= ?", (since,))
+    unclosed = browser.execute_script(
+        "return [...document.querySelectorAll('#unclosed-table tbody tr')].map(tr => tr.cells[3].textContent)"
+    )
+    assert lost == [("tu-1-4",)] and unclosed == ["lost"]
+
+
+def test_sessions_numbers_are_the_views(setup, browser) -> None:
+    d, dash = setup
     open_tab(browser, dash.url, "sessions")
     got = rows(browser, "sessions-table", "session")
     view = d.query("SELECT session, prompts, tool_calls, tool_failures, events FROM sessions")
@@ -314,6 +355,24 @@ def test_a_new_event_appears_within_2_seconds(setup, browser) -> None:
     )
     assert time.monotonic() - committed < 2.0
     assert severe(browser) == []
+
+
+def test_it_runs_niced_and_an_unchanged_database_costs_no_query(setup) -> None:
+    """A viewer yields the CPU to ingest (nice 10), and a panel asked again while the database's
+    newest eid is the same is answered from memory; a new event makes it ask SQLite again."""
+    d, dash = setup
+    nice = int(Path(f"/proc/{dash.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert nice >= 10
+
+    def cached() -> int:
+        return dash.api("health")["dashboard"]["counts"].get("cached", 0)
+
+    first = dash.api("overview?range=7d")
+    before = cached()
+    assert dash.api("overview?range=7d") == first and cached() == before + 1
+    d.send(json.dumps({"type": "deploy", "ts": NOW}).encode() + b"\n")
+    total = first["totals"]["events"] + 1
+    wait_until(lambda: dash.api("overview?range=7d")["totals"]["events"] == total, what="a fresh answer")
 
 
 def test_another_uid_gets_nothing_and_is_counted(setup) -> None:

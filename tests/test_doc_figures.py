@@ -26,7 +26,7 @@ import pytest
 import hookd_client
 
 # -- Where each constant lives: the one place to adjust when a module moves. ----------------
-from hookd import cli, config, framing, otlp, oversize, spool, wal, wire
+from hookd import cli, config, durations, framing, otlp, oversize, spool, wal, wire
 from hookd.daemon import (
     control_protocol,
     forwarder_link,
@@ -37,6 +37,8 @@ from hookd.daemon import (
     retention_schedule,
     sdnotify,
 )
+from hookd.dashboard import queries as dashboard_queries
+from hookd.dashboard import server as dashboard_server
 from hookd.forwarder import forwarder as forwarder_process
 from hookd.ops import claude, githooks
 from hookd.ops import status as status_command
@@ -133,6 +135,13 @@ class Figure:
 
 
 FIGURES = [
+    # the dashboard and its summaries (schema migration 8)
+    Figure("docs/architecture.md", r"CPU priority \(`os.nice\((\d+)\)`", dashboard_server.NICE),
+    Figure("docs/architecture.md", r"`server.AnswerCache`,\s+up to (\d+ s)\)", dashboard_server.CACHE_SECONDS),
+    Figure("docs/architecture.md", r"`tool_slowest` \(the (\d+) slowest", schema.SLOWEST_PER_HOUR),
+    Figure("docs/architecture.md", r"among the newest ([\d,]+) calls", dashboard_queries.UNCLOSED_SEARCHED),
+    Figure("docs/architecture.md", r"log-spaced buckets, (\d+) a doubling", durations.BUCKETS_PER_DOUBLING),
+    Figure("docs/protocol.md", r"the (\d+) slowest timed closing events", schema.SLOWEST_PER_HOUR),
     # the pipeline's depth and the writer's
     Figure("docs/architecture.md", r"`max_inflight` \((\d+)\) batches", DEFAULTS["max_inflight"]),
     Figure("docs/performance.md", r"\(`max_inflight`, (\d+)\)", DEFAULTS["max_inflight"]),

@@ -85,6 +85,7 @@ def test_schema_is_versioned_and_in_wal_mode(writer: Writer) -> None:
         (5, "rejected_line_key"),
         (6, "telemetry_usage"),
         (7, "dashboard_summaries"),
+        (8, "tool_summaries"),
     ]
     indexes = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"events_type_ts", "events_session_ts", "events_client_id", "events_tool_use_id"} <= indexes
@@ -332,3 +333,98 @@ def test_absurd_token_counts_cannot_break_the_usage_views(writer: Writer) -> Non
     got = writer.db.execute("SELECT session, input_tokens, output_tokens FROM session_usage ORDER BY session")
     assert got.fetchall() == [("s1", 2 * store.TOKENS_MAX, 0), ("s2", 1200, 310)]
     assert writer.db.execute("SELECT input_tokens FROM sessions WHERE session = 's2'").fetchone() == (1200,)
+
+
+TOOL_EVENTS = "('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')"
+#: migration 8's summaries as plain SQL over ``events``: (tool, hour, calls, closed, failed, timed)
+TOOL_HOURS_EXACT = (
+    "SELECT coalesce(json_extract(data, '$.tool_name'), '?'), CAST(ts / 3600 AS INTEGER), "
+    "sum(type = 'pre_tool_use'), sum(type <> 'pre_tool_use'), sum(type = 'post_tool_use_failure'), "
+    "sum(type <> 'pre_tool_use' AND typeof(json_extract(data, '$.duration_ms')) IN ('integer', 'real')) "
+    f"FROM events WHERE type IN {TOOL_EVENTS} GROUP BY 1, 2 ORDER BY 1, 2"
+)
+
+
+def tool_summaries_are_exact(db: sqlite3.Connection) -> None:
+    from hookd.durations import BUCKETS, bucket_bounds
+
+    def bucket(ms: float) -> str:
+        return str(next(b for b in range(BUCKETS - 1, -1, -1) if b == 0 or ms >= bucket_bounds(b)[0]))
+
+    hours = db.execute("SELECT type, CAST(ts / 3600 AS INTEGER), count(*) FROM events GROUP BY 1, 2 ORDER BY 1, 2")
+    assert db.execute("SELECT type, hour, count FROM event_hours ORDER BY 1, 2").fetchall() == hours.fetchall()
+    got = db.execute("SELECT tool, hour, calls, closed, failed, timed FROM tool_hours ORDER BY 1, 2").fetchall()
+    assert got == db.execute(TOOL_HOURS_EXACT).fetchall()
+    days = db.execute(TOOL_HOURS_EXACT.replace("ts / 3600", "ts / 86400")).fetchall()
+    assert db.execute("SELECT tool, day, calls, closed, failed, timed FROM tool_days ORDER BY 1, 2").fetchall() == days
+    for table, unit in (("tool_hours", "hour"), ("tool_days", "day")):
+        want: dict[tuple, dict[str, int]] = {}
+        for tool, span, ms in db.execute(
+            f"SELECT json_extract(data, '$.tool_name'), CAST(ts / {3600 if unit == 'hour' else 86400} AS INTEGER), "
+            "json_extract(data, '$.duration_ms') FROM events WHERE type IN ('post_tool_use', 'post_tool_use_failure') "
+            "AND typeof(json_extract(data, '$.duration_ms')) IN ('integer', 'real')"
+        ):
+            hist = want.setdefault((tool, span), {})
+            hist[bucket(ms)] = hist.get(bucket(ms), 0) + 1
+        rows = db.execute(f"SELECT tool, {unit}, durations FROM {table} WHERE timed > 0").fetchall()
+        assert {(t, s): json.loads(h) for t, s, h in rows} == want, table
+    # the slowest of each hour: every timed closing event when an hour has few
+    slowest = db.execute("SELECT eid FROM tool_slowest ORDER BY eid").fetchall()
+    timed = db.execute(
+        "SELECT eid FROM events WHERE type IN ('post_tool_use', 'post_tool_use_failure') "
+        "AND typeof(json_extract(data, '$.duration_ms')) IN ('integer', 'real') ORDER BY eid"
+    ).fetchall()
+    assert slowest == timed
+
+
+def test_tool_summaries_stay_exact_through_inserts_and_deletes(writer: Writer) -> None:
+    """Migration 8: per tool and hour (and day) counts and duration histograms equal the same
+    SQL over ``events`` after batches and after retention-like deletes (the trigger); events
+    without a tool name or with a non-numeric duration count, untimed; closing events may come
+    before their PreToolUse."""
+    framer, t0, lines = Framer(), 1_800_000_000.0, []
+    for i in range(60):
+        call = {"session_id": f"s{i % 3}", "tool_name": ("Read", "Bash", "Edit")[i % 3], "tool_use_id": f"t{i}"}
+        pre = {"hook_event_name": "PreToolUse", **call, "ts": t0 + i * 400}
+        done = "PostToolUseFailure" if i % 7 == 0 else "PostToolUse"
+        ms = "slow" if i % 11 == 0 else 3 * i * i + 0.5
+        post = {"hook_event_name": done, **call, "duration_ms": ms, "ts": t0 + i * 400 + 3}
+        lines += [json.dumps(e).encode() for e in ((post, pre) if i % 5 == 0 else (pre, post))]
+    lines.append(json.dumps({"hook_event_name": "PostToolUse", "session_id": "s0", "ts": t0}).encode())
+    for seq, start in enumerate(range(0, len(lines), 25)):
+        writer.commit([make_batch(seq, lines[start : start + 25], framer)])
+    assert writer.behind  # added between batches, not in them
+    writer.summarize_step(limit=50)  # part of them: the mark lies among the events
+    assert writer.behind and store.summary_mark(writer.db) == writer.summarized
+    writer.db.execute("DELETE FROM events WHERE type = 'post_tool_use' AND ts < ?", (t0 + 8000,))  # by age
+    writer.summarize_all()
+    assert not writer.behind
+    tool_summaries_are_exact(writer.db)
+    writer.db.execute("DELETE FROM events WHERE eid IN (SELECT eid FROM events ORDER BY eid LIMIT 30)")  # oldest
+    tool_summaries_are_exact(writer.db)
+    assert writer.db.execute("SELECT sum(calls), sum(closed) FROM tool_days").fetchone() == (36, 37)
+    writer.db.execute("DELETE FROM events")
+    assert [writer.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("tool_hours", "tool_days")] == [0, 0]
+    assert writer.db.execute("SELECT count(*) FROM tool_slowest").fetchone()[0] == 0
+    # a database at migration 7 with events gets them summarized by migration 8
+    writer.commit([make_batch(99, lines, framer)])
+    writer.summarize_step(limit=10)  # a run again finds the summaries behind: they catch up
+    writer.db.execute("DELETE FROM schema_migrations WHERE version = 8")
+    writer.db.execute("DROP TABLE tool_days")
+    writer.db.execute("DELETE FROM tool_hours")
+    assert store.migrate(writer.db) == ["tool_summaries"]
+    tool_summaries_are_exact(writer.db)
+
+
+def test_tool_slowest_keeps_the_slowest_of_each_hour(writer: Writer) -> None:
+    """``tool_slowest`` holds an hour's 20 slowest timed calls, however its batches fall."""
+    framer, t0, lines = Framer(), 1_800_000_000.0, []
+    for i in range(70):
+        call = {"session_id": "s", "tool_name": "Bash", "tool_use_id": f"t{i}", "duration_ms": (i * 37) % 101}
+        lines.append(json.dumps({"hook_event_name": "PostToolUse", **call, "ts": t0 + i}).encode())
+    for seq, start in enumerate(range(0, len(lines), 9)):
+        writer.commit([make_batch(seq, lines[start : start + 9], framer)])
+        writer.summarize_all()
+    kept = writer.db.execute("SELECT duration_ms FROM tool_slowest ORDER BY duration_ms DESC").fetchall()
+    want = sorted(((i * 37) % 101 for i in range(70)), reverse=True)[: store.SLOWEST_PER_HOUR]
+    assert [k[0] for k in kept] == want

@@ -9,7 +9,6 @@ time-limited (``reader.py``).
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hookd import spool
+from hookd.durations import BUCKETS_PER_DOUBLING, bucket_bounds
 from hookd.ops.reading import daemon_status
 from hookd.ops.status import STATES, spool_dropped, type_states
 from hookd.ops.summary import key_values, summary
@@ -33,8 +33,6 @@ MAX_EVENTS: Final = 500
 #: megabytes); its preview is cut to ``PREVIEW`` characters.
 PARSE_LIMIT: Final = 256 << 10
 PREVIEW: Final = 2000
-#: The tool calls of Tools' time range that it reads at most (the newest first).
-MAX_TOOL_CALLS: Final = 200_000
 
 
 class BadRequest(ValueError):
@@ -180,58 +178,137 @@ def activity(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
 
 
 # -- Tools ----------------------------------------------------------------------------------
-def _percentile(ordered: list[float], p: float) -> float | None:
-    """Nearest-rank percentile of a sorted list."""
-    if not ordered:
+#: Tools offers every range: it reads the summaries of schema migration 8 (``tool_hours``,
+#: ``tool_slowest``), whose rows grow with tools x hours, not with calls.
+TOOL_RANGES: Final = ("1h", "24h", "7d", "30d")
+#: Calls that never closed: the newest PreToolUse events of the range searched (each one an
+#: index lookup of its closing event), and the calls listed at most.
+UNCLOSED_SEARCHED: Final = 5000
+UNCLOSED_LISTED: Final = 50
+SLOWEST_LISTED: Final = 20
+
+
+def bucket_percentile(hist: dict[int, int], p: float) -> dict[str, float] | None:
+    """The nearest-rank ``p`` percentile of a duration histogram (bucket -> count): the bucket
+    that holds it, ``[lo, hi)`` ms, and its geometric middle as the figure shown (within half a
+    bucket, 9%, of the exact value; bucket 0 is under 1 ms, the last one open-ended)."""
+    total = sum(hist.values())
+    if total <= 0:
         return None
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+    rank, seen = max(1, math.ceil(p / 100 * total)), 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            break
+    lo, hi = bucket_bounds(bucket)
+    ms = lo if math.isinf(hi) else (hi / 2 if bucket == 0 else math.sqrt(lo * hi))
+    return {"ms": ms, "lo": lo, "hi": hi if math.isfinite(hi) else None}
 
 
-#: Tools offers these ranges only: each call is paired through an index lookup (``tool_calls``),
-#: about 20 µs a call, so a week of a busy database (10M events: ~300,000 calls) would take
-#: seconds. 24 h stays within 1 s on 10M events (docs/performance.md).
-TOOL_RANGES: Final = ("1h", "24h")
+_TOOL_ROWS: Final = (
+    "SELECT tool, calls, closed, failed, timed, durations FROM tool_days WHERE day BETWEEN ?3 AND ?4 UNION ALL "
+    "SELECT tool, calls, closed, failed, timed, durations FROM tool_hours "
+    "WHERE hour BETWEEN ?1 AND ?2 AND NOT hour BETWEEN ?3 * 24 AND ?4 * 24 + 23"
+)
+
+
+def _tool_table(conn: sqlite3.Connection, first: int, last: int) -> list[dict[str, Any]]:
+    """Per tool, over the hours ``first``..``last``: the whole days among them from
+    ``tool_days``, the hours at either end from ``tool_hours``."""
+    per: dict[str, dict[str, Any]] = {}
+    first_day, last_day = -(-first // 24), (last + 1) // 24 - 1  # may be empty: first_day > last_day
+    for tool, calls, closed, failed, timed, durations in conn.execute(_TOOL_ROWS, (first, last, first_day, last_day)):
+        t = per.setdefault(tool, {"calls": 0, "closed": 0, "failed": 0, "timed": 0, "hist": {}})
+        t["calls"] += calls
+        t["closed"] += closed
+        t["failed"] += failed
+        t["timed"] += timed
+        hist = t["hist"]
+        for bucket, n in json.loads(durations).items():
+            hist[int(bucket)] = hist.get(int(bucket), 0) + n
+    table = []
+    for tool, t in per.items():
+        hist = t.pop("hist")
+        p50, p95 = bucket_percentile(hist, 50), bucket_percentile(hist, 95)
+        table.append(
+            {
+                "tool": tool,
+                **t,
+                "failure_rate": t["failed"] / t["closed"] if t["closed"] else None,
+                "p50_ms": p50 and p50["ms"],
+                "p95_ms": p95 and p95["ms"],
+                "p50_bucket": p50,
+                "p95_bucket": p95,
+            }
+        )
+    table.sort(key=lambda r: (-r["calls"], r["tool"]))
+    return table
+
+
+CALL_KEYS: Final = ("eid", "tool", "status", "duration_ms", "session", "tool_use_id", "started", "finished")
+
+
+def _slowest(conn: sqlite3.Connection, first: int, last: int) -> list[dict[str, Any]]:
+    """The slowest timed calls closed in the hours, from ``tool_slowest`` (the slowest of each
+    hour are kept), with their closing events."""
+    rows = conn.execute(
+        "SELECT s.eid, s.tool, CASE WHEN e.type = 'post_tool_use_failure' THEN 'failed' ELSE 'finished' END, "
+        "s.duration_ms, e.session, json_extract(e.data, '$.tool_use_id'), e.ts - s.duration_ms / 1000.0, e.ts "
+        "FROM (SELECT eid, tool, duration_ms FROM tool_slowest WHERE hour BETWEEN ? AND ? "
+        "      ORDER BY duration_ms DESC, eid LIMIT ?) AS s JOIN events AS e ON e.eid = s.eid "
+        "ORDER BY s.duration_ms DESC, s.eid",
+        (first, last, SLOWEST_LISTED),
+    )
+    return [dict(zip(CALL_KEYS, r, strict=True)) for r in rows]
+
+
+def _unclosed(conn: sqlite3.Connection, since: float) -> tuple[list[dict[str, Any]], int, float | None]:
+    """Calls started since ``since`` with no PostToolUse or PostToolUseFailure yet, newest
+    first, among the newest ``UNCLOSED_SEARCHED``; status ``lost`` when their session ended
+    after them. Returns them, how many calls were searched, and the oldest one's start."""
+    searched, oldest = conn.execute(
+        "SELECT count(*), min(ts) FROM (SELECT ts FROM events WHERE type = 'pre_tool_use' AND ts >= ? "
+        "ORDER BY ts DESC LIMIT ?)",
+        (since, UNCLOSED_SEARCHED),
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT pre.eid, coalesce(json_extract(pre.data, '$.tool_name'), '?'), "
+        "CASE WHEN st.ended >= pre.ts THEN 'lost' ELSE 'unfinished' END, NULL, pre.session, "
+        "json_extract(pre.data, '$.tool_use_id') AS id, pre.ts, NULL "
+        "FROM (SELECT eid, session, ts, data FROM events WHERE type = 'pre_tool_use' AND ts >= ? "
+        "      ORDER BY ts DESC LIMIT ?) AS pre "
+        "LEFT JOIN session_stats AS st ON st.session = pre.session "
+        "WHERE json_extract(pre.data, '$.tool_use_id') IS NOT NULL AND NOT EXISTS ("
+        "  SELECT 1 FROM events AS c WHERE c.type IN ('post_tool_use', 'post_tool_use_failure') "
+        "  AND json_extract(c.data, '$.tool_use_id') = json_extract(pre.data, '$.tool_use_id')) "
+        "ORDER BY pre.ts DESC LIMIT ?",
+        (since, UNCLOSED_SEARCHED, UNCLOSED_LISTED),
+    )
+    return [dict(zip(CALL_KEYS, r, strict=True)) for r in rows], searched, oldest
 
 
 def tools(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
-    """Per tool: calls, failures, failure rate, p50/p95 duration; the slowest calls; calls
-    that never closed. From ``tool_calls`` for the calls started in the range."""
-    if ask.params.get("range", "24h") not in TOOL_RANGES:
+    """Per tool: calls, failures, failure rate, p50/p95 duration (from the histogram of Claude
+    Code's own ``duration_ms``); the slowest calls; calls that never closed. Over whole hours:
+    the range's first hour is the one after ``now - range`` began, as Overview's chart."""
+    name, first, last = _hours(ask, "24h")
+    if name not in TOOL_RANGES:
         raise BadRequest(f"Tools' range must be one of {', '.join(TOOL_RANGES)}")
-    name, since = ask.since("24h")
-    rows = conn.execute(
-        "SELECT tool_name, status, duration_ms, session, tool_use_id, started FROM tool_calls "
-        "WHERE started >= ? ORDER BY started DESC LIMIT ?",
-        (since, MAX_TOOL_CALLS),
-    ).fetchall()
-    per: dict[str, dict[str, Any]] = {}
-    for tool, status, duration, *_ in rows:
-        t = per.setdefault(tool or "?", {"calls": 0, "failed": 0, "unfinished": 0, "durations": []})
-        t["calls"] += 1
-        t["failed"] += status == "failed"
-        t["unfinished"] += status == "unfinished"
-        if duration is not None:
-            t["durations"].append(duration)
-    table = []
-    for tool, t in per.items():
-        d = sorted(t.pop("durations"))
-        closed = t["calls"] - t["unfinished"]
-        rate = t["failed"] / closed if closed else None
-        table.append(
-            {"tool": tool, **t, "failure_rate": rate, "p50_ms": _percentile(d, 50), "p95_ms": _percentile(d, 95)}
-        )
-    table.sort(key=lambda r: (-r["calls"], r["tool"]))
-    keys = ("tool", "status", "duration_ms", "session", "tool_use_id", "started")
-    slowest = heapq.nlargest(20, (r for r in rows if r[2] is not None), key=lambda r: r[2])
-    unclosed = [r for r in rows if r[1] == "unfinished"][:50]
+    table = _tool_table(conn, first, last)
+    unclosed, searched, oldest = _unclosed(conn, first * 3600.0)
     return {
         "range": name,
+        "since": first * 3600,
         "tools": table,
-        "calls": len(rows),
-        "capped": len(rows) == MAX_TOOL_CALLS,
-        "slowest": [dict(zip(keys, r, strict=True)) for r in slowest],
-        "unclosed": [dict(zip(keys, r, strict=True)) for r in unclosed],
-        "lost": conn.execute("SELECT count(*) FROM lost_tool_calls WHERE started >= ?", (since,)).fetchone()[0],
+        "calls": sum(t["calls"] for t in table),
+        "closed": sum(t["closed"] for t in table),
+        "failed": sum(t["failed"] for t in table),
+        "bucket_ratio": 2 ** (1 / BUCKETS_PER_DOUBLING),
+        "slowest": _slowest(conn, first, last),
+        "unclosed": unclosed,
+        "unclosed_searched": searched,
+        "unclosed_searched_since": oldest,
+        "lost": sum(1 for c in unclosed if c["status"] == "lost"),
     }
 
 

@@ -29,8 +29,10 @@ WAIT: Final = 2.0
 QUERY_LIMIT: Final = 2.0
 #: The progress handler runs every this many SQLite virtual machine steps (about 0.1 ms).
 PROGRESS_STEPS: Final = 2000
-#: The schema version whose tables the panels read (migration 7).
-NEEDS_SCHEMA: Final = 7
+#: The schema version whose tables the panels read (migrations 7 and 8).
+NEEDS_SCHEMA: Final = 8
+#: A table of each: ``event_hours`` (7), ``tool_hours`` (8).
+NEEDS_TABLES: Final = ("event_hours", "tool_hours")
 
 
 class Busy(Exception):
@@ -59,7 +61,7 @@ class Reader:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read {self.db}: {e}") from None
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "event_hours" not in tables:
+        if not tables.issuperset(NEEDS_TABLES):
             conn.close()
             raise StoreError(
                 f"{self.db} has no dashboard summaries yet (schema migration {NEEDS_SCHEMA}): "

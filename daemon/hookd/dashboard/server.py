@@ -15,6 +15,12 @@ Who may look: the page shows prompts, commands and file paths, so
   ``bad_host``): a web page of another site that the user's own browser visits could otherwise
   reach the port under its own name (DNS rebinding), and it would pass the uid check.
 
+It is a viewer and must never slow ingest: it lowers its own CPU priority (``NICE``), so on a
+busy machine the daemon and its writer go first; a panel's answer is kept (``AnswerCache``)
+while the database's newest eid and rejected row stay the same, so pages looking at an
+unchanged database cost no query; connections are kept alive (HTTP/1.1), so a page's poll costs
+no new connection, thread or peer-uid lookup.
+
 Every script and style ships in ``static/`` (uPlot, vendored with its LICENSE): no CDN, it works
 offline. ``Content-Security-Policy`` allows only this origin.
 """
@@ -27,13 +33,14 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
-from hookd.dashboard.queries import PANELS, Ask, BadRequest
+from hookd.dashboard.queries import PANELS, Ask, BadRequest, head
 from hookd.dashboard.reader import Busy, Reader
 from hookd.errors import StoreError
 from hookd.peer_uid import PeerUids
@@ -48,6 +55,14 @@ MAX_CONNECTIONS: Final = 64
 #: Seconds a connection may take to send its request.
 REQUEST_TIMEOUT: Final = 10.0
 TYPES: Final = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+#: Added to the dashboard process's nice value: its CPU yields to the daemon and the writer.
+NICE: Final = 10
+#: Panels whose answers are kept while the database is unchanged (not ``head``, which tells
+#: whether it changed, nor ``health``, which also reads the daemon, the spool and file sizes).
+CACHED_PANELS: Final = frozenset({"overview", "activity", "tools", "sessions", "session", "git", "kinds"})
+#: Answers kept at most, and for how long at most (seconds): a panel's time range moves on.
+CACHE_ENTRIES: Final = 32
+CACHE_SECONDS: Final = 10.0
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -82,6 +97,31 @@ class Counters:
             return {"pid": os.getpid(), "started": self.started, "counts": dict(self.counts)}
 
 
+class AnswerCache:
+    """Panel answers (JSON bytes) by panel, parameters and the database's head (newest eid and
+    rejected row): an answer is served again while the head is unchanged and it is younger than
+    ``CACHE_SECONDS``. At most ``CACHE_ENTRIES``, the least recently used dropped first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[float, bytes]] = OrderedDict()
+
+    def get(self, key: tuple, now: float) -> bytes | None:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None or now - hit[0] > CACHE_SECONDS:
+                return None
+            self._entries.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: tuple, now: float, body: bytes) -> None:
+        with self._lock:
+            self._entries[key] = (now, body)
+            self._entries.move_to_end(key)
+            while len(self._entries) > CACHE_ENTRIES:
+                self._entries.popitem(last=False)
+
+
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
@@ -92,6 +132,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.settings = settings
         self.reader = Reader(settings.paths.db)
         self.counters = Counters()
+        self.cache = AnswerCache()
         self.peer_uids = PeerUids()
         self.uid = os.getuid()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -134,6 +175,7 @@ class DashboardServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "hookd-dashboard"
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
     timeout = REQUEST_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
@@ -179,7 +221,7 @@ class Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         try:
             with self.server.reader.connection() as conn:
-                body = panel(conn, ask)
+                body = self._answer(conn, name, panel, ask, started)
         except BadRequest as e:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
             return
@@ -195,8 +237,24 @@ class Handler(BaseHTTPRequestHandler):
             log.warning("dashboard: panel %s failed: %s", name, e)
             self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"{name}: {e}"})
             return
-        body["query_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        self._json(HTTPStatus.OK, body)
+        self._send(HTTPStatus.OK, body, ".json")
+
+    def _answer(self, conn: Any, name: str, panel: Any, ask: Ask, started: float) -> bytes:
+        """The panel's JSON: kept from an earlier ask while the database's head is unchanged."""
+        key = None
+        if name in CACHED_PANELS:
+            h = head(conn, ask)
+            key = (name, tuple(sorted(ask.params.items())), h["eid"], h["rid"])
+            kept = self.server.cache.get(key, ask.now)
+            if kept is not None:
+                self.server.counters.add("cached")
+                return kept
+        obj = panel(conn, ask)
+        obj["query_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        body = json.dumps(obj, separators=(",", ":")).encode()
+        if key is not None:
+            self.server.cache.put(key, ask.now, body)
+        return body
 
     def _json(self, status: HTTPStatus, obj: dict[str, Any]) -> None:
         self._send(status, json.dumps(obj, separators=(",", ":")).encode(), ".json")
@@ -215,6 +273,10 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(settings: Settings, listen: str, ready: Any = None) -> None:
     """Serve until interrupted; ``ready(url)`` is called once the port listens."""
+    try:
+        os.nice(NICE)  # a viewer: ingest goes first
+    except OSError:
+        log.debug("dashboard: cannot lower its priority", exc_info=True)
     with DashboardServer(settings, listen) as server:
         log.info("dashboard: %s (peer uids by %s)", server.url, server.peer_uids.method)
         if ready is not None:

@@ -65,6 +65,7 @@ def _rebuild(paths: Paths, files: list[Path]) -> RebuildResult:
     try:
         writer.mirror.repair_torn_tail()
         events = writer.load(writer.mirror.records_after(0))
+        writer.summarize_all()  # the dashboard's summaries, before the file is put in place
         carried = _carry_over(writer.db, paths.db)
     finally:
         writer.close()

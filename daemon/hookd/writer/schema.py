@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from hookd.durations import BUCKETS, bucket_bounds
 from hookd.errors import StoreError
 from hookd.framing import TYPE_RE
 from hookd.records import BASE_COLUMNS, CLIENT_ID, COLUMN_RE, EID, JSON_PATH_RE, LINE_KEY
@@ -456,14 +457,29 @@ def _latest(col: str) -> str:
     )
 
 
+#: What migration 7's trigger takes out of ``event_hours`` and ``session_stats`` for a deleted event.
+_SUMMARIES_DELETE = """\
+    UPDATE event_hours SET count = count - 1 WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER);
+    DELETE FROM event_hours WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER) AND count <= 0;
+    UPDATE session_stats SET events = events - 1,
+                             prompts = prompts - (old.type = 'user_prompt_submit'),
+                             tool_calls = tool_calls - (old.type = 'pre_tool_use'),
+                             tool_failures = tool_failures - (old.type = 'post_tool_use_failure'),
+                             tool_closed = tool_closed - (old.type IN ('post_tool_use', 'post_tool_use_failure'))
+        WHERE session = old.session;
+    DELETE FROM session_stats WHERE session = old.session AND events <= 0;
+"""
+
 #: Migration 7: what the dashboard reads (hookd.dashboard), so that no panel scans ``events``.
 #: ``event_hours``: events per type and hour (``hour`` = floor(ts / 3600)); ``session_stats``:
 #: the ``sessions`` view as a table, one row per session; ``events_ts``: the Activity timeline and
-#: time ranges in ts order. The two tables are filled from each transaction's eid range by
-#: ``summarize`` (one aggregate over the rows just inserted, as ``event_types``); the trigger takes
+#: time ranges in ts order. The two tables are filled from an eid range of new events by
+#: ``summarize`` (one aggregate over those rows, as ``event_types``; since migration 8, in the
+#: writer's idle time up to ``summary_mark``, see ``summarize_upto``); the trigger takes
 #: deleted events out again (retention, vacuum), so they stay exact. ``session_stats.started``
 #: is the first event ever seen of the session, even once retention deleted it.
-_DASHBOARD_SUMMARIES = """
+_DASHBOARD_SUMMARIES = (
+    """
 CREATE TABLE IF NOT EXISTS event_hours (
     type  TEXT NOT NULL,
     hour  INTEGER NOT NULL,               -- floor(ts / 3600): hours since the epoch, UTC
@@ -491,17 +507,11 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 
 DROP TRIGGER IF EXISTS events_summaries_delete;
 CREATE TRIGGER events_summaries_delete AFTER DELETE ON events BEGIN
-    UPDATE event_hours SET count = count - 1 WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER);
-    DELETE FROM event_hours WHERE type = old.type AND hour = CAST(old.ts / 3600 AS INTEGER) AND count <= 0;
-    UPDATE session_stats SET events = events - 1,
-                             prompts = prompts - (old.type = 'user_prompt_submit'),
-                             tool_calls = tool_calls - (old.type = 'pre_tool_use'),
-                             tool_failures = tool_failures - (old.type = 'post_tool_use_failure'),
-                             tool_closed = tool_closed - (old.type IN ('post_tool_use', 'post_tool_use_failure'))
-        WHERE session = old.session;
-    DELETE FROM session_stats WHERE session = old.session AND events <= 0;
-END;
 """
+    + _SUMMARIES_DELETE
+    + """END;
+"""
+)
 
 _HOURS_FROM = (
     "INSERT INTO event_hours (type, hour, count) "
@@ -539,10 +549,235 @@ def _m_dashboard_summaries(db: sqlite3.Connection) -> None:
 
 
 def summarize(db: Any, lo: int, hi: int) -> None:
-    """Add the events with eids ``lo``..``hi`` (just inserted, in the caller's transaction) to
-    ``event_hours`` and ``session_stats``."""
+    """Add the events with eids ``lo``..``hi`` (none of them summarized yet, in the caller's
+    transaction) to ``event_hours`` and ``session_stats`` (migration 7), ``tool_hours``,
+    ``tool_days`` and ``tool_slowest`` (8). ``summarize_upto`` says which events that is."""
     db.execute(HOURS_FROM_RANGE, (lo, hi))
     db.execute(SESSIONS_FROM_RANGE, (lo, hi))
+    summarize_tools(db, lo, hi)
+
+
+def summary_mark(db: Any) -> int:
+    """The eid up to which the summaries hold every event (``summary_mark``)."""
+    return db.execute("SELECT eid FROM summary_mark").fetchone()[0]
+
+
+def summarize_upto(db: Any, hi: int, limit: int | None = None) -> int:
+    """Summarize the events after the mark up to eid ``hi`` (at most ``limit`` of them), in the
+    caller's transaction, and move the mark. Returns the new mark."""
+    mark = summary_mark(db)
+    if limit is not None:
+        last = db.execute(
+            "SELECT max(eid) FROM (SELECT eid FROM events WHERE eid > ? AND eid <= ? ORDER BY eid LIMIT ?)",
+            (mark, hi, limit),
+        ).fetchone()[0]
+        hi = hi if last is None else last
+    if hi <= mark:
+        return mark
+    summarize(db, mark + 1, hi)
+    db.execute("UPDATE summary_mark SET eid = ?", (hi,))
+    return hi
+
+
+#: Migration 8: what the Tools tab reads, so that it never pairs calls at query time.
+#: ``tool_hours`` and ``tool_days``: per tool and hour (day) of the event's ts, the PreToolUse
+#: events (``calls``), the closing events (``closed``: PostToolUse and PostToolUseFailure;
+#: ``failed``: the latter), and of the closing events that carry Claude Code's own
+#: ``duration_ms`` (``timed``), a histogram ``durations`` = ``{"bucket": count}`` in fixed,
+#: log-spaced buckets (``hookd.durations``, ``tool_duration_buckets``: four a doubling, so a
+#: percentile read from it is within one bucket, 19%, of the exact one). Days make a month cheap
+#: to read (the edges of a range come from hours). ``tool_slowest``: the ``SLOWEST_PER_HOUR``
+#: slowest timed closing events of each hour. Every event counts alone (no pairing), so the
+#: trigger takes a deleted one out exactly.
+SLOWEST_PER_HOUR = 20
+TOOL_TYPES = "('pre_tool_use', 'post_tool_use', 'post_tool_use_failure')"
+#: The summary tables of migration 8 by time unit: (table, its time column, seconds).
+TOOL_SPANS = (("tool_hours", "hour", 3600), ("tool_days", "day", 86400))
+
+
+def _tool_span_table(table: str, col: str, seconds: int) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
+    tool      TEXT NOT NULL,               -- tool_name ('?' when an event has none)
+    {col:<9} INTEGER NOT NULL,            -- floor(ts / {seconds})
+    calls     INTEGER NOT NULL,            -- pre_tool_use events
+    closed    INTEGER NOT NULL,            -- post_tool_use and post_tool_use_failure events
+    failed    INTEGER NOT NULL,            -- post_tool_use_failure events
+    timed     INTEGER NOT NULL,            -- closing events with a numeric duration_ms
+    durations TEXT NOT NULL,               -- their histogram: {{"bucket": count}}
+    PRIMARY KEY (tool, {col})
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS {table}_{col} ON {table}({col});
+"""
+
+
+def _tool_span_delete(table: str, col: str, seconds: int) -> str:
+    """The trigger's part for one summary table: the deleted event taken out of its row."""
+    return f"""
+    UPDATE {table} SET calls = calls - (old.type = 'pre_tool_use'),
+                          closed = closed - (old.type <> 'pre_tool_use'),
+                          failed = failed - (old.type = 'post_tool_use_failure'),
+                          timed = timed - (x.d IS NOT NULL),
+                          durations = CASE WHEN x.d IS NULL THEN durations
+                              WHEN coalesce(durations ->> x.path, 0) <= 1 THEN json_remove(durations, x.path)
+                              ELSE json_set(durations, x.path, (durations ->> x.path) - 1) END
+        FROM (SELECT y.tool, y.d, '$."' || (SELECT bucket FROM tool_duration_buckets WHERE lo_ms <= y.d
+                                           ORDER BY lo_ms DESC LIMIT 1) || '"' AS path
+              FROM (SELECT coalesce(j ->> 0, '?') AS tool,
+                           CASE WHEN old.type <> 'pre_tool_use' AND typeof(j ->> 1) IN ('integer', 'real')
+                                THEN j ->> 1 END AS d
+                    FROM (SELECT json_extract(old.data, '$.tool_name', '$.duration_ms') AS j)) AS y) AS x
+        WHERE {table}.tool = x.tool AND {table}.{col} = CAST(old.ts / {seconds} AS INTEGER);
+    DELETE FROM {table} WHERE {col} = CAST(old.ts / {seconds} AS INTEGER) AND calls <= 0 AND closed <= 0;"""
+
+
+_TOOL_SUMMARIES = (
+    """
+-- The summaries (of migrations 7 and 8) hold every event up to this eid, none above: the
+-- writer adds what is newer when it is idle, or in steps once it is STEP_BEHIND events behind.
+CREATE TABLE IF NOT EXISTS summary_mark (
+    eid INTEGER NOT NULL
+);
+
+-- Migration 7's trigger again, for the events the summaries hold only.
+DROP TRIGGER IF EXISTS events_summaries_delete;
+CREATE TRIGGER events_summaries_delete AFTER DELETE ON events
+    WHEN old.eid <= (SELECT eid FROM summary_mark) BEGIN
+"""
+    + _SUMMARIES_DELETE
+    + """END;
+
+CREATE TABLE IF NOT EXISTS tool_duration_buckets (
+    lo_ms  REAL PRIMARY KEY,               -- the bucket holds durations from lo_ms to the next one's
+    bucket INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+    + "".join(_tool_span_table(*span) for span in TOOL_SPANS)
+    + f"""
+CREATE TABLE IF NOT EXISTS tool_slowest (
+    eid         INTEGER PRIMARY KEY,       -- the closing event
+    hour        INTEGER NOT NULL,
+    tool        TEXT NOT NULL,
+    duration_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tool_slowest_hour ON tool_slowest(hour, duration_ms);
+
+DROP TRIGGER IF EXISTS events_tools_delete;
+CREATE TRIGGER events_tools_delete AFTER DELETE ON events
+    WHEN old.type IN {TOOL_TYPES} AND old.eid <= (SELECT eid FROM summary_mark) BEGIN"""
+    + "".join(_tool_span_delete(*span) for span in TOOL_SPANS)
+    + """
+    DELETE FROM tool_slowest WHERE eid = old.eid;
+END;
+"""
+)
+
+#: A transaction's tool events, each JSON read once (json_extract keeps a parsed document for
+#: the next call on the same text): by tool, hour and duration bucket, and the timed closing
+#: events slower than the slowest kept of their hour, into a temporary table of a few rows that
+#: the upserts of each summary table read.
+_TOOL_BATCH = (
+    "CREATE TEMP TABLE IF NOT EXISTS tool_batch (tool TEXT, hour INTEGER, bucket INTEGER, "
+    "calls INTEGER, closed INTEGER, failed INTEGER, timed INTEGER, eid INTEGER, d REAL)",
+    "INSERT INTO temp.tool_batch "
+    "WITH b AS MATERIALIZED (SELECT eid, type, hour, tool, d, CASE WHEN d IS NOT NULL THEN ("
+    "    SELECT bucket FROM tool_duration_buckets WHERE lo_ms <= d ORDER BY lo_ms DESC LIMIT 1) END AS bucket "
+    "  FROM (SELECT eid, type, CAST(ts / 3600 AS INTEGER) AS hour, "
+    "    coalesce(json_extract(data, '$.tool_name'), '?') AS tool, "
+    "    CASE WHEN type <> 'pre_tool_use' AND typeof(json_extract(data, '$.duration_ms')) IN ('integer', 'real') "
+    "         THEN json_extract(data, '$.duration_ms') END AS d "
+    f"    FROM events WHERE eid BETWEEN ?1 AND ?2 AND +type IN {TOOL_TYPES})), "  # +type: the eid range, no index
+    "floor AS (SELECT hour, coalesce((SELECT s.duration_ms FROM tool_slowest AS s WHERE s.hour = h.hour "
+    f"    ORDER BY s.duration_ms DESC LIMIT 1 OFFSET {SLOWEST_PER_HOUR - 1}), -1e308) AS ms "
+    "    FROM (SELECT DISTINCT hour FROM b WHERE d IS NOT NULL) AS h) "
+    "SELECT tool, hour, bucket, sum(type = 'pre_tool_use'), sum(type <> 'pre_tool_use'), "
+    "    sum(type = 'post_tool_use_failure'), count(d), NULL, NULL FROM b GROUP BY 1, 2, 3 "
+    "UNION ALL "
+    "SELECT tool, hour, bucket, 0, 0, 0, 0, eid, d FROM b JOIN floor USING (hour) WHERE d > floor.ms",
+)
+
+
+def _tool_span_upsert(table: str, col: str, seconds: int) -> str:
+    """The batch's counts and histograms added to ``table``'s rows (histograms merged by bucket)."""
+    span = "hour" if seconds == 3600 else f"hour * 3600 / {seconds}"
+    return (
+        f"INSERT INTO {table} (tool, {col}, calls, closed, failed, timed, durations) "
+        "SELECT tool, span, sum(calls), sum(closed), sum(failed), sum(timed), "
+        "json_group_object(bucket, timed) FILTER (WHERE bucket IS NOT NULL) "
+        f"FROM (SELECT tool, {span} AS span, bucket, sum(calls) AS calls, sum(closed) AS closed, "
+        "sum(failed) AS failed, sum(timed) AS timed FROM temp.tool_batch WHERE eid IS NULL GROUP BY 1, 2, 3) "
+        "GROUP BY tool, span "
+        f"ON CONFLICT(tool, {col}) DO UPDATE SET calls = calls + excluded.calls, closed = closed + excluded.closed, "
+        "failed = failed + excluded.failed, timed = timed + excluded.timed, "
+        "durations = CASE WHEN excluded.durations = '{}' THEN durations ELSE ("
+        "SELECT json_group_object(key, n) FROM (SELECT key, sum(value) AS n FROM ("
+        f"SELECT key, value FROM json_each({table}.durations) UNION ALL "
+        "SELECT key, value FROM json_each(excluded.durations)) GROUP BY key)) END"
+    )
+
+
+TOOL_SPANS_FROM_BATCH = tuple(_tool_span_upsert(*span) for span in TOOL_SPANS)
+#: The transaction's candidates for the slowest of their hour.
+TOOL_SLOWEST_FROM_BATCH = (
+    "INSERT OR IGNORE INTO tool_slowest (eid, hour, tool, duration_ms) "
+    "SELECT eid, hour, tool, d FROM temp.tool_batch WHERE eid IS NOT NULL"
+)
+#: What is no longer among the slowest of an hour the transaction added to.
+TOOL_SLOWEST_TRIM = (
+    "DELETE FROM tool_slowest WHERE eid IN (SELECT eid FROM (SELECT eid, row_number() OVER ("
+    "PARTITION BY hour ORDER BY duration_ms DESC, eid) AS r FROM tool_slowest WHERE hour IN ("
+    f"SELECT DISTINCT hour FROM temp.tool_batch WHERE eid IS NOT NULL)) WHERE r > {SLOWEST_PER_HOUR})"
+)
+
+
+def summarize_tools(db: Any, lo: int, hi: int) -> None:
+    """Add the tool events with eids ``lo``..``hi`` (in the caller's transaction) to
+    ``tool_hours``, ``tool_days`` and ``tool_slowest``."""
+    db.execute(_TOOL_BATCH[0])
+    before = db.total_changes
+    db.execute(_TOOL_BATCH[1], (lo, hi))
+    if db.total_changes == before:
+        return
+    for upsert in TOOL_SPANS_FROM_BATCH:
+        db.execute(upsert)
+    before = db.total_changes
+    db.execute(TOOL_SLOWEST_FROM_BATCH)
+    if db.total_changes != before:
+        db.execute(TOOL_SLOWEST_TRIM)
+    db.execute("DELETE FROM temp.tool_batch")
+
+
+#: Events read per step when migration 8 fills its tables from what is stored.
+_FILL_STEP = 100_000
+
+
+def _m_tool_summaries(db: sqlite3.Connection) -> None:
+    """Migration 8 (see ``_TOOL_SUMMARIES``). Can run twice: the tool tables are filled anew."""
+    had_mark = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'summary_mark'").fetchone() is not None
+    for stmt in _statements(_TOOL_SUMMARIES):
+        db.execute(stmt)
+    db.execute("DELETE FROM tool_duration_buckets")
+    db.executemany(
+        "INSERT INTO tool_duration_buckets (lo_ms, bucket) VALUES (?, ?)",
+        [(-1e308 if b == 0 else bucket_bounds(b)[0], b) for b in range(BUCKETS)],
+    )
+    for table in ("tool_hours", "tool_days", "tool_slowest"):
+        db.execute(f"DELETE FROM {table}")
+    top = db.execute("SELECT coalesce(max(eid), 0) FROM events").fetchone()[0]
+    if had_mark:  # run again: migration 7's tables first catch up with every event
+        mark = summary_mark(db)
+        db.execute(HOURS_FROM_RANGE, (mark + 1, top))
+        db.execute(SESSIONS_FROM_RANGE, (mark + 1, top))
+        db.execute("UPDATE summary_mark SET eid = ?", (top,))
+    else:  # migration 7 has just summarized every event
+        db.execute("INSERT INTO summary_mark (eid) VALUES (?)", (top,))
+    lo, hi = db.execute("SELECT min(eid), max(eid) FROM events").fetchone()
+    while lo is not None and lo <= hi:
+        step = db.execute(
+            "SELECT max(eid) FROM (SELECT eid FROM events WHERE eid >= ? ORDER BY eid LIMIT ?)", (lo, _FILL_STEP)
+        ).fetchone()[0]
+        summarize_tools(db, lo, step)
+        lo = step + 1
 
 
 #: Ordered and append-only: never edit a migration that has shipped, add the next one.
@@ -554,6 +789,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (5, "rejected_line_key", _m_rejected_line_key),
     (6, "telemetry_usage", _m_telemetry_usage),
     (7, "dashboard_summaries", _m_dashboard_summaries),
+    (8, "tool_summaries", _m_tool_summaries),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

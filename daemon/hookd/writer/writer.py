@@ -57,6 +57,12 @@ MAX_COALESCE = 8
 BUSY_TIMEOUT_MS = 1000
 #: Longest pause between two attempts at a commit that hit a lock or a full disk (seconds).
 MAX_BACKOFF = 1.0
+#: The dashboard's summaries (schema migrations 7 and 8) are added between batches, not in
+#: them: at most this many events a step, when no batch waits ...
+SUMMARY_STEP = 5_000
+#: ... or whatever waits once they are this many eids behind (eids are milliseconds << 20: about
+#: 2 s of events), so a sustained flood cannot leave them behind without bound.
+SUMMARY_BEHIND = 2000 << 20
 
 
 @contextlib.contextmanager
@@ -132,6 +138,11 @@ class Writer:
         self.db.execute("PRAGMA wal_autocheckpoint = 20000")
         self.mirror = Mirror(mirror_dir, fsync=synchronous == "full")
         self.types = schema.known_types(self.db)
+        #: The dashboard's summaries hold every event up to ``summarized``; ``newest`` is the
+        #: largest eid stored. ``summarize_step`` closes the gap, between batches.
+        self.summarized = schema.summary_mark(self.db)
+        self.newest = schema.max_eid(self.db)
+        self._summary_logged = -60.0
         self.columns: dict[str, dict[str, str]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-mirror")
         # Mirror upkeep (gzip, deletions) has a thread of its own: on _io it would hold up commits.
@@ -149,6 +160,7 @@ class Writer:
         """
         self.mirror.repair_torn_tail()
         replayed = self.load(self.mirror.records_after(schema.max_eid(self.db)))
+        self.newest = max(self.newest, schema.max_eid(self.db))
         done = [name for (name,) in self.db.execute("SELECT name FROM spool_done")]
         if done:
             self._remove_spooled(done)
@@ -186,13 +198,49 @@ class Writer:
             stored = db.total_changes - before
             lo, hi = min(r[EID] for r in rows), max(r[EID] for r in rows)
             db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
-            schema.summarize(db, lo, hi)
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return stored
+
+    @property
+    def behind(self) -> int:
+        """Eids (not events) between the summaries' mark and the newest event: 0 when level."""
+        return max(0, self.newest - self.summarized)
+
+    def summarize_step(self, limit: int = SUMMARY_STEP) -> None:
+        """Add up to ``limit`` events not yet summarized to the dashboard's summaries, in a
+        transaction of their own (``schema.summarize_upto``). Off the ingest path: the serve loop
+        calls it when no batch is waiting, or when the summaries fall ``SUMMARY_BEHIND`` behind.
+        A failure (a lock, a full disk) is logged and left for the next call."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                mark = schema.summarize_upto(db, self.newest, limit)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            now = time.monotonic()
+            if now - self._summary_logged >= 60:
+                self._summary_logged = now
+                log.warning("the dashboard's summaries could not catch up now (will retry): %s", e)
+            time.sleep(0.05)  # a lock or a full disk: do not spin; batches waiting are read next
+            return
+        self.summarized = mark
+
+    def summarize_all(self) -> None:
+        """Catch the summaries up with every stored event (after a rebuild or a recovery)."""
+        self.newest = max(self.newest, schema.max_eid(self.db))
+        while self.behind:
+            before = self.summarized
+            self.summarize_step()
+            if self.summarized == before:
+                return
 
     def commit(self, batches: Sequence[wire.Batch]) -> list[wire.Done]:
         """Store several ``batch`` frames in one transaction; return one ``done`` reply each.
@@ -319,8 +367,9 @@ class Writer:
                 db.executemany(schema.ADD_TYPE_COUNTS, txn.types)
             else:
                 db.execute(schema.TYPES_FROM_RANGE, (txn.lo, txn.hi))
-            schema.summarize(db, txn.lo, txn.hi)
             self._new_views()
+            # Before the COMMIT, but commit() retries until it succeeds (or the process ends).
+            self.newest = max(self.newest, txn.hi)
         schema.bump_counters(db, txn.counts)
         if txn.rejected:
             schema.trim_rejected(db)  # a flood of bad lines must not fill the disk
@@ -557,7 +606,7 @@ class Replies:
 def serve(writer: Writer, reader: FrameReader, replies: Replies) -> None:
     policy: wire.Policy | None = None  # set while retention steps remain to be done
     while True:
-        frames = reader.read(block=policy is None)
+        frames = reader.read(block=policy is None and not writer.behind)
         batches: list[wire.Batch] = []
         fresh: wire.Policy | None = None
         close = reader.eof
@@ -577,7 +626,10 @@ def serve(writer: Writer, reader: FrameReader, replies: Replies) -> None:
             for reply in writer.commit(batches):
                 replies.send(reply)
         if close:
+            writer.summarize_all()  # at most about SUMMARY_BEHIND of events: a moment
             return
+        if writer.behind and (not frames or writer.behind >= SUMMARY_BEHIND):
+            writer.summarize_step()  # idle, or too far behind: the dashboard's summaries
         if fresh is not None:
             policy = fresh
         if policy is not None:

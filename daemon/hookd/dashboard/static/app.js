@@ -158,18 +158,23 @@ const TABS = {
     ],
   },
   tools: {
-    controls: () => h("div", { class: "controls" }, rangeSelect(view.tools.range, (r) => { view.tools.range = r; refresh(); }, ["1h", "24h"])),
+    controls: () => h("div", { class: "controls" }, rangeSelect(view.tools.range, (r) => { view.tools.range = r; refresh(); })),
     load: () => api("tools", { range: view.tools.range }),
     render: (d) => [
       h("div", { class: "cards" }, card("tool-calls", `tool calls in ${d.range}`, fmt(d.calls)),
-        card("tool-lost", "never closed in an ended session", fmt(d.lost))),
-      table(["tool", "calls#", "failed#", "failure rate#", "unfinished#", "p50#", "p95#"],
-        d.tools.map((t) => h("tr", { "data-tool": t.tool }, h("td", {}, t.tool), num(t.calls), num(t.failed),
-          h("td", { class: "num" }, pct(t.failure_rate)), num(t.unfinished), h("td", { class: "num" }, dur(t.p50_ms)), h("td", { class: "num" }, dur(t.p95_ms)))),
+        card("tool-failed", "failed", fmt(d.failed)),
+        card("tool-lost", "never closed in an ended session (listed below)", fmt(d.lost))),
+      table(["tool", "calls#", "closed#", "failed#", "failure rate#", "timed#", "p50#", "p95#"],
+        d.tools.map((t) => h("tr", { "data-tool": t.tool }, h("td", {}, t.tool), num(t.calls), num(t.closed), num(t.failed),
+          h("td", { class: "num" }, pct(t.failure_rate)), num(t.timed), bucketCell(t.p50_bucket), bucketCell(t.p95_bucket))),
         { id: "tools-table" }),
+      h("p", { class: "muted", id: "tools-note" }, `Counted over whole hours from ${when(d.since)}. Durations are Claude Code's own duration_ms; ` +
+        `p50 and p95 are read from buckets ${Math.round((d.bucket_ratio - 1) * 100)}% wide, so they are approximate to that width (hover for the bucket).`),
       h("h2", {}, "Slowest calls"),
-      callTable(d.slowest, "slowest-table"),
+      d.slowest.length ? callTable(d.slowest, "slowest-table") : h("p", { class: "muted" }, "none"),
       h("h2", {}, "Calls that never closed"),
+      h("p", { class: "muted" }, `Among the newest ${fmt(d.unclosed_searched)} calls of the range` +
+        (d.unclosed_searched_since ? ` (since ${when(d.unclosed_searched_since)})` : "") + "; lost: their session ended after them."),
       d.unclosed.length ? callTable(d.unclosed, "unclosed-table") : h("p", { class: "muted" }, "none"),
     ],
   },
@@ -214,6 +219,8 @@ const TABS = {
     render: (d) => healthView(d),
   },
 };
+
+const bucketCell = (b) => h("td", { class: "num", title: b ? `between ${dur(b.lo)} and ${b.hi == null ? "∞" : dur(b.hi)}` : "" }, b ? "≈ " + dur(b.ms) : "–");
 
 function callTable(calls, id) {
   return table(["started", "tool", "session", "status", "duration#"],
