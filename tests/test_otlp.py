@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -449,3 +451,51 @@ def test_a_body_cut_short_gives_its_memory_back(hd: Daemon) -> None:
     s.close()
     wait_until(lambda: otlp_counts(hd)["buffered_bytes"] == 0, what="the half body given back")
     assert _post_after(hd)[0] == 200 and hd.wait_count(1) == 1
+
+
+def test_a_killed_decoder_costs_only_its_request_which_a_retry_stores_once(hd: Daemon) -> None:
+    """The decoding process is killed (SIGKILL) with an export in it: that export is answered
+    503 with Retry-After and counted, the decoder starts again (a new pid), the exporter's retry
+    is stored once, and hooks and exports around it lose nothing; the daemon lives on."""
+    c = http.client.HTTPConnection(*address(hd), timeout=30)
+    assert send(c, log_request(A, 5, "before").SerializeToString())[0] == 200
+    old = otlp_counts(hd)["decoder"]["pid"]
+    assert old is not None
+    # Stopped first, so the export is certainly in it when it dies (not a race with the kill).
+    os.kill(old, signal.SIGSTOP)
+    doomed = log_request(A, 7, "doomed").SerializeToString()
+    c.request("POST", "/v1/logs", body=doomed, headers={"Content-Type": PROTOBUF})
+    wait_until(lambda: otlp_counts(hd)["decoder"]["in_decoding"] == 1, what="the export in the decoder")
+    hook(hd, {"hook_event_name": "PreToolUse", "session_id": A, "tool_use_id": "t-during"})
+    os.kill(old, signal.SIGKILL)
+    r = c.getresponse()
+    assert (r.status, r.getheader("Retry-After")) == (503, "1")
+    assert "send it again" in status_message(r.read(), PROTOBUF)
+    wait_until(lambda: otlp_counts(hd)["decoder"]["pid"] not in (None, old), what="a new decoding process")
+    assert send(c, doomed)[0] == 200  # the exporter's retry
+    assert send(c, doomed)[0] == 200  # and one more: the same ids, no second event
+    assert send(c, log_request(B, 3, "after").SerializeToString())[0] == 200
+    c.close()
+    counts = otlp_counts(hd)
+    assert counts["logs"]["decoder_restarting"] == 1
+    assert (counts["decoder"]["restarts"], counts["decoder"]["requests_failed"]) == (1, 1)
+    assert hd.stop() == 0  # everything framed is committed at stop
+    assert hd.count() == 5 + 7 + 1 + 3
+    assert hd.count("type = 'claude_code_api_request'") == 5 + 7 + 3
+    assert "the OTLP decoding process exited with status -9" in hd.logtext
+
+
+def test_the_decoder_stops_with_the_daemon(home: Path) -> None:
+    """No decoding process outlives its daemon, whether the daemon stops or is killed."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        d = Daemon(home, "--http", "127.0.0.1:0").start()
+        pid = wait_until(lambda d=d: otlp_counts(d)["decoder"]["pid"], what="the decoder ready")
+        d.stop(sig)
+        wait_until(lambda pid=pid: not _alive(pid), what=f"the decoder gone after the daemon's {sig.name}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
