@@ -78,6 +78,9 @@ RESERVED: Final = frozenset(
 )
 #: A body that names an event (Claude Code: ``claude_code.api_request``): a dotted identifier.
 _DOTTED_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)+")
+#: Log types worked out, by (event_name, body, event.name, scope); cleared when this full.
+MAX_TYPES: Final = 4096
+_TYPES: dict[tuple[str, str, str, str], str] = {}
 _TEMPORALITY: Final = {0: None, 1: "delta", 2: "cumulative"}
 #: AnyValue kinds read as they are.
 _SCALARS: Final = frozenset(("string_value", "bool_value", "int_value", "double_value"))
@@ -251,12 +254,27 @@ class _Resource:
 
 # -- logs ----------------------------------------------------------------------------------------
 def log_type(record: Any, body: Any, attrs: dict[str, Any], scope: str) -> str:
-    """The event type of a log record (see the module's docstring for the order)."""
-    candidates = [getattr(record, "event_name", "")]
-    if isinstance(body, str) and len(body) <= 120 and _DOTTED_NAME.fullmatch(body):
-        candidates.append(body)
+    """The event type of a log record (see the module's docstring for the order). An export
+    holds few distinct names: each is worked out once (``_TYPES``, bounded)."""
     name = attrs.get("event.name")
-    candidates += [name if isinstance(name, str) else "", scope]
+    key = (
+        getattr(record, "event_name", ""),
+        body if isinstance(body, str) and len(body) <= 120 else "",
+        name if isinstance(name, str) else "",
+        scope,
+    )
+    t = _TYPES.get(key)
+    if t is None:
+        t = _log_type(*key)
+        if sum(map(len, key)) <= 512:  # names, not a long text
+            if len(_TYPES) >= MAX_TYPES:
+                _TYPES.clear()
+            _TYPES[key] = t
+    return t
+
+
+def _log_type(event_name: str, body: str, name: str, scope: str) -> str:
+    candidates = [event_name, body if _DOTTED_NAME.fullmatch(body) else "", name, scope]
     for c in candidates:
         if c:
             t = normalize_type(c)
@@ -277,8 +295,11 @@ def log_event(record: Any, res: _Resource) -> dict[str, Any]:
     if session is not None:
         ev["session"] = session
     ev["id"] = res.event_id(record)
-    for k, v in attrs.items():
-        ev["attr." + k if k in RESERVED else k] = v
+    if RESERVED.isdisjoint(attrs):
+        ev.update(attrs)
+    else:
+        for k, v in attrs.items():
+            ev["attr." + k if k in RESERVED else k] = v
     if body is not None:
         ev["body"] = body
     name = getattr(record, "event_name", "")
