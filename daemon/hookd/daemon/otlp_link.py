@@ -27,6 +27,8 @@ import os
 import sys
 from typing import Any, Final
 
+import msgspec
+
 from hookd import otlp_wire, wire
 
 log = logging.getLogger("hookd.http")
@@ -108,10 +110,11 @@ class OtlpLink:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hookd.otlp_worker", stdin=to_r, stdout=from_w
             )
+        except BaseException:
+            _close(from_r, to_w)
+            raise
         finally:
-            for fd in (to_r, from_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            _close(to_r, from_w)  # the worker's ends
         replies = asyncio.StreamReader(limit=otlp_wire.MAX_FRAME)
         # open() only wraps the pipe descriptors: no file system access, nothing blocks.
         read_pipe = open(from_r, "rb", buffering=0)  # noqa: ASYNC230, SIM115
@@ -136,6 +139,11 @@ class OtlpLink:
                 (n,) = wire.HEADER.unpack(head)
                 reply = otlp_wire.decode_reply(await replies.readexactly(n))
             except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            except msgspec.DecodeError as e:  # out of step: a bug; start a new one
+                log.error("the OTLP decoding process sent a frame hookd cannot read (%s); restarting it", e)
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()  # type: ignore[union-attr]
                 return
             if isinstance(reply, otlp_wire.Hello):
                 self.pid = reply.pid
@@ -184,3 +192,9 @@ class OtlpLink:
             "requests_failed": self.died,
             "in_decoding": len(self._waiting),
         }
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
