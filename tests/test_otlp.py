@@ -38,7 +38,8 @@ from test_hardening import NOBODY, rejected_by_reason
 from test_http import CURL, address, daemon_status, needs_curl
 
 from conftest import Daemon, clean_env, wait_until
-from hookd import otlp
+from hookd import otlp, otlp_wire, oversize
+from hookd.otlp_worker import worker
 
 SCOPE = "com.anthropic.claude_code.events"
 RESOURCE = {"service.name": "claude-code", "service.version": "2.1.197", "os.type": "linux", "host.arch": "x64"}
@@ -499,3 +500,25 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_over_long_records_cross_the_pipe_as_they_were_made() -> None:
+    """A record cut to fit and one refused, through the worker's real answer, msgpack and back:
+    the daemon gets the same ``Cut`` and ``TooLong`` (size, what was cut, why) a thread gave."""
+    req = log_request(A, 3, "long")
+    req.resource_logs[0].scope_logs[0].log_records[1].attributes.add(key="big", value=AnyValue(string_value="x" * 6000))
+    req.resource_logs[0].scope_logs[0].log_records[2].attributes.extend(
+        KeyValue(key=f"k{i}", value=AnyValue(int_value=i)) for i in range(3000)
+    )
+    body = req.SerializeToString()
+    max_line = 4096
+    want = otlp.decode(otlp.LOGS, otlp.PROTOBUF, b"", body, max_line).lines
+    assert [type(x) for x in want] == [bytes, oversize.Cut, oversize.TooLong]
+    reply = worker.answer(otlp_wire.Decode(otlp.LOGS, otlp.PROTOBUF, b"", len(body), max_line), body)
+    frame = otlp_wire.pack(reply)
+    got = otlp_wire.lines_of(otlp_wire.decode_reply(frame[4:]))
+    assert got == want and [type(x) for x in got] == [bytes, oversize.Cut, oversize.TooLong]
+    assert (got[1].size, got[1].values) == (want[1].size, want[1].values)
+    assert (got[2].size, got[2].detail) == (want[2].size, want[2].detail)
+    failed = worker.answer(otlp_wire.Decode(otlp.LOGS, otlp.PROTOBUF, b"", 3, max_line), b"\xff\xff\xff")
+    assert isinstance(failed, otlp_wire.Failed) and (failed.status, failed.reason) == (400, "bad_protobuf")
