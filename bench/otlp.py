@@ -29,7 +29,7 @@ from pathlib import Path
 
 from http_hooks import http_url
 
-from common import ROOT, DaemonUnderTest, Result, daemon, median_spread, percentile
+from common import ROOT, DaemonUnderTest, Result, daemon, median_spread, percentile, rss_mb
 
 sys.path.insert(0, str(ROOT / "daemon"))
 
@@ -130,9 +130,10 @@ def one_run(bodies: dict[str, list[Path]], hook: list[Path], exports: int) -> di
         time.sleep(0.2)
         proto = latencies(client(dut, "/v1/logs", "application/x-protobuf", bodies["protobuf"], 600, exports, 0.1))
         during = latencies(hooks)
+        rss = [rss_mb([dut.proc.pid]), rss_mb(dut.pids())]  # the daemon; all its processes
         ndjson = latencies(client(dut, "/v1/events", "application/x-ndjson", bodies["ndjson"], 600, exports, 0.1))
         js = latencies(client(dut, "/v1/logs", "application/json", bodies["json"], 600, max(5, exports // 4), 0.1))
-    return {"alone": alone, "during": during, "proto": proto, "ndjson": ndjson, "json": js}
+    return {"alone": alone, "during": during, "proto": proto, "ndjson": ndjson, "json": js, "rss": rss}
 
 
 def results(runs: list[dict[str, list[float]]]) -> list[Result]:
@@ -148,17 +149,21 @@ def results(runs: list[dict[str, list[float]]]) -> list[Result]:
     hr = [a / b for a, b in zip(q("during", 0.99), q("alone", 0.99), strict=True)]
     j50, j50_spread = median_spread(q("json", 0.5))
     n = len(runs[0]["proto"])
+    rss, rss_spread = median_spread([r["rss"][0] for r in runs])
+    rss_all, _ = median_spread([r["rss"][1] for r in runs])
     note = f"{n} exports of {RECORDS} Claude Code api_request records (~290 KB) every 100 ms per run, hooks every 1 ms"
     return [
         Result(SECTION, f"{RECORDS}-record export (protobuf), p99, while hooks continue", p99, "ms",
                "the same events as one NDJSON body to /v1/events, p99", nd99, median_spread(r99)[0],
                f"< {TARGET_MS:.0f} ms", p99 < TARGET_MS, f"ms {p99_spread}", note, runs=r99),
         Result(SECTION, f"{RECORDS}-record export (protobuf), p50", p50, "ms", "", None, None, "", None,
-               f"ms {p50_spread}", "decoded in hookd's OTLP thread, framed on the loop"),
+               f"ms {p50_spread}", "decoded in hookd's OTLP decoding process, framed on the loop"),
         Result(SECTION, "hook p99 while exports arrive", h_during, "ms", "hook p99 with no exports", h_alone,
                median_spread(hr)[0], "", None, f"ms {h_spread}", "Python http.client, keep-alive", runs=hr),
         Result(SECTION, f"{RECORDS}-record export (OTLP/JSON), p50", j50, "ms", "", None, None, "", None,
                f"ms {j50_spread}", "protobuf's json_format is pure Python: install-claude writes http/protobuf"),
+        Result(SECTION, "daemon RSS after the exports", rss, "MiB", "all of hookd's processes", rss_all, None, "",
+               None, f"MiB {rss_spread}", "the daemon alone; the reference adds the writer and the OTLP decoder"),
     ]  # fmt: skip
 
 

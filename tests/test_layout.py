@@ -7,6 +7,7 @@
     hookd/ops/      operator commands that read, ask or install
     hookd/forwarder/ the forwarder process: committed events to PostgreSQL
     hookd/dashboard/ the dashboard process (``hookd dashboard``): an HTTP server reading the store
+    hookd/otlp_worker/ the OTLP decoding process: request bodies to event lines, for the daemon
 
 Rules, read from the source with ``ast`` (every import, also those inside functions):
 
@@ -20,6 +21,9 @@ Rules, read from the source with ``ast`` (every import, also those inside functi
 6. the dashboard imports only shared modules and the operator commands' readers (``hookd.ops``):
    never the daemon nor the writer (its queries must never run in their processes), and no
    event loop (it is a threaded ``http.server``).
+7. the OTLP decoding process imports only shared modules and its own, and nothing it reaches
+   imports asyncio, uvloop or aiosqlite; the daemon never imports it (it speaks to it through
+   ``hookd.otlp_wire`` over pipes: the decoding must not run in the daemon's process).
 """
 
 from __future__ import annotations
@@ -71,9 +75,10 @@ def top(name: str) -> str:
 
 
 def area(name: str) -> str:
-    """daemon, writer, ops, forwarder, dashboard, or shared (hookd.cli and hookd.__main__ are the entry: 'entry')."""
+    """daemon, writer, ops, forwarder, dashboard, otlp_worker, or shared (hookd.cli and hookd.__main__
+    are the entry: 'entry')."""
     parts = name.split(".")
-    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops", "forwarder", "dashboard"):
+    if len(parts) > 1 and parts[1] in ("daemon", "writer", "ops", "forwarder", "dashboard", "otlp_worker"):
         return parts[1]
     return "entry" if name in ("hookd.cli", "hookd.__main__") else "shared"
 
@@ -111,11 +116,25 @@ def violations(package: Path) -> list[str]:
             for m in sorted(reach(mod)):
                 for ext in sorted(e for e in graph[m] if top(e) in EVENT_LOOP):
                     bad.append(f"{mod} reaches {m}, which imports {ext}: the forwarder runs no event loop")
+        elif where == "otlp_worker":
+            bad += [
+                f"{mod} imports {d}: the OTLP decoding process imports only shared modules and its own"
+                for d in sorted(deps)
+                if area(d) not in ("shared", "otlp_worker")
+            ]
+            for m in sorted(reach(mod)):
+                for ext in sorted(e for e in graph[m] if top(e) in EVENT_LOOP):
+                    bad.append(f"{mod} reaches {m}, which imports {ext}: the OTLP decoder runs no event loop")
         elif where == "daemon":
             bad += [
                 f"{mod} imports {d}: the daemon reaches the writer only through hookd.wire"
                 for d in sorted(deps)
                 if area(d) in ("writer", "ops")
+            ]
+            bad += [
+                f"{mod} imports {d}: the daemon speaks to the OTLP decoding process only through hookd.otlp_wire"
+                for d in sorted(deps)
+                if area(d) == "otlp_worker"
             ]
         elif where == "ops":
             bad += [
@@ -150,14 +169,19 @@ def test_the_import_rules_hold() -> None:
 def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     """The checker is not vacuous: each rule, broken on purpose in a copy, is reported."""
     pkg = tmp_path / "hookd"
-    for sub in ("", "daemon", "writer", "ops", "forwarder", "dashboard"):
+    for sub in ("", "daemon", "writer", "ops", "forwarder", "dashboard", "otlp_worker"):
         (pkg / sub).mkdir(parents=True, exist_ok=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "wire.py").write_text("import struct\n")
     (pkg / "framing.py").write_text("def f():\n    import asyncio\n")  # shared, reached by the writer
     (pkg / "writer" / "writer.py").write_text("from hookd import wire, framing\n")
     (pkg / "writer" / "importer.py").write_text("from hookd.daemon.app import serve\n")
-    (pkg / "daemon" / "app.py").write_text("from hookd.writer import schema\nfrom hookd import wire\n")
+    (pkg / "daemon" / "app.py").write_text(
+        "from hookd.writer import schema\nfrom hookd import wire\nfrom hookd.otlp_worker import worker\n"
+    )
+    (pkg / "otlp_worker" / "worker.py").write_text(
+        "import asyncio\nfrom hookd.daemon import app\nfrom hookd import wire\n"
+    )
     (pkg / "writer" / "schema.py").write_text("import sqlite3\n")
     (pkg / "ops" / "status.py").write_text("from ..daemon import app\n")
     (pkg / "paths.py").write_text("from hookd.ops import status\n")
@@ -173,6 +197,10 @@ def test_the_rules_catch_a_broken_layout(tmp_path: Path) -> None:
     assert "hookd.ops.status imports hookd.daemon.app" in found
     assert "hookd.paths imports hookd.ops.status" in found
     assert "hookd.daemon.app imports hookd.wire" not in found
+    assert "hookd.daemon.app imports hookd.otlp_worker.worker: the daemon speaks to the OTLP decoding" in found
+    assert "hookd.otlp_worker.worker imports hookd.daemon.app: the OTLP decoding process imports only" in found
+    assert "which imports asyncio: the OTLP decoder runs no event loop" in found
+    assert "hookd.otlp_worker.worker imports hookd.wire" not in found
     assert "hookd.forwarder.forwarder imports hookd.writer.schema: the forwarder imports only shared" in found
     assert "hookd.forwarder.pg reaches hookd.forwarder.pg, which imports asyncio: the forwarder runs no" in found
     assert "hookd.forwarder.forwarder imports hookd.wire" not in found
@@ -202,6 +230,19 @@ def test_the_forwarder_process_loads_no_event_loop() -> None:
         "import sys\n"
         "import hookd.forwarder.forwarder, hookd.forwarder.pg, hookd.forwarder.source\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('uvloop', 'aiosqlite')"
+        " or m.startswith(('hookd.daemon', 'hookd.writer'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_otlp_decoding_process_loads_no_event_loop() -> None:
+    """The OTLP decoder's modules, imported in a real interpreter, pull in nothing of the daemon
+    or the writer, nor any event loop."""
+    code = (
+        "import sys\n"
+        "import hookd.otlp_worker.worker\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'uvloop', 'aiosqlite')"
         " or m.startswith(('hookd.daemon', 'hookd.writer'))))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

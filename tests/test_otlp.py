@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +38,8 @@ from test_hardening import NOBODY, rejected_by_reason
 from test_http import CURL, address, daemon_status, needs_curl
 
 from conftest import Daemon, clean_env, wait_until
-from hookd import otlp
+from hookd import otlp, otlp_wire, oversize
+from hookd.otlp_worker import worker
 
 SCOPE = "com.anthropic.claude_code.events"
 RESOURCE = {"service.name": "claude-code", "service.version": "2.1.197", "os.type": "linux", "host.arch": "x64"}
@@ -463,3 +466,73 @@ def test_a_body_cut_short_gives_its_memory_back(hd: Daemon) -> None:
     s.close()
     wait_until(lambda: otlp_counts(hd)["buffered_bytes"] == 0, what="the half body given back")
     assert _post_after(hd)[0] == 200 and hd.wait_count(1) == 1
+
+
+def test_a_killed_decoder_costs_only_its_request_which_a_retry_stores_once(hd: Daemon) -> None:
+    """The decoding process is killed (SIGKILL) with an export in it: that export is answered
+    503 with Retry-After and counted, the decoder starts again (a new pid), the exporter's retry
+    is stored once, and hooks and exports around it lose nothing; the daemon lives on."""
+    c = http.client.HTTPConnection(*address(hd), timeout=30)
+    assert send(c, log_request(A, 5, "before").SerializeToString())[0] == 200
+    old = otlp_counts(hd)["decoder"]["pid"]
+    assert old is not None
+    # Stopped first, so the export is certainly in it when it dies (not a race with the kill).
+    os.kill(old, signal.SIGSTOP)
+    doomed = log_request(A, 7, "doomed").SerializeToString()
+    c.request("POST", "/v1/logs", body=doomed, headers={"Content-Type": PROTOBUF})
+    wait_until(lambda: otlp_counts(hd)["decoder"]["in_decoding"] == 1, what="the export in the decoder")
+    hook(hd, {"hook_event_name": "PreToolUse", "session_id": A, "tool_use_id": "t-during"})
+    os.kill(old, signal.SIGKILL)
+    r = c.getresponse()
+    assert (r.status, r.getheader("Retry-After")) == (503, "1")
+    assert "send it again" in status_message(r.read(), PROTOBUF)
+    wait_until(lambda: otlp_counts(hd)["decoder"]["pid"] not in (None, old), what="a new decoding process")
+    assert send(c, doomed)[0] == 200  # the exporter's retry
+    assert send(c, doomed)[0] == 200  # and one more: the same ids, no second event
+    assert send(c, log_request(B, 3, "after").SerializeToString())[0] == 200
+    c.close()
+    counts = otlp_counts(hd)
+    assert counts["logs"]["decoder_restarting"] == 1
+    assert (counts["decoder"]["restarts"], counts["decoder"]["requests_failed"]) == (1, 1)
+    assert hd.stop() == 0  # everything framed is committed at stop
+    assert hd.count() == 5 + 7 + 1 + 3
+    assert hd.count("type = 'claude_code_api_request'") == 5 + 7 + 3
+    assert "the OTLP decoding process exited with status -9" in hd.logtext
+
+
+def test_the_decoder_stops_with_the_daemon(home: Path) -> None:
+    """No decoding process outlives its daemon, whether the daemon stops or is killed."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        d = Daemon(home, "--http", "127.0.0.1:0").start()
+        pid = wait_until(lambda d=d: otlp_counts(d)["decoder"]["pid"], what="the decoder ready")
+        d.stop(sig)
+        wait_until(lambda pid=pid: not _alive(pid), what=f"the decoder gone after the daemon's {sig.name}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_over_long_records_cross_the_pipe_as_they_were_made() -> None:
+    """A record cut to fit and one refused, through the worker's real answer, msgpack and back:
+    the daemon gets the same ``Cut`` and ``TooLong`` (size, what was cut, why) a thread gave."""
+    req = log_request(A, 3, "long")
+    req.resource_logs[0].scope_logs[0].log_records[1].attributes.add(key="big", value=AnyValue(string_value="x" * 6000))
+    req.resource_logs[0].scope_logs[0].log_records[2].attributes.extend(
+        KeyValue(key=f"k{i}", value=AnyValue(int_value=i)) for i in range(3000)
+    )
+    body = req.SerializeToString()
+    max_line = 4096
+    want = otlp.decode(otlp.LOGS, otlp.PROTOBUF, b"", body, max_line).lines
+    assert [type(x) for x in want] == [bytes, oversize.Cut, oversize.TooLong]
+    reply = worker.answer(otlp_wire.Decode(otlp.LOGS, otlp.PROTOBUF, b"", len(body), max_line), body)
+    frame = otlp_wire.pack(reply)
+    got = otlp_wire.lines_of(otlp_wire.decode_reply(frame[4:]))
+    assert got == want and [type(x) for x in got] == [bytes, oversize.Cut, oversize.TooLong]
+    assert (got[1].size, got[1].values) == (want[1].size, want[1].values)
+    assert (got[2].size, got[2].detail) == (want[2].size, want[2].detail)
+    failed = worker.answer(otlp_wire.Decode(otlp.LOGS, otlp.PROTOBUF, b"", 3, max_line), b"\xff\xff\xff")
+    assert isinstance(failed, otlp_wire.Failed) and (failed.status, failed.reason) == (400, "bad_protobuf")

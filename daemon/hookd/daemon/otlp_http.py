@@ -1,22 +1,24 @@
 """OTLP/HTTP on the HTTP listener: ``POST /v1/logs`` and ``POST /v1/metrics``.
 
 ``http_protocol.py`` routes a request here by its path and hands over the body's chunks; this
-module buffers them within bounds, decodes the body in a thread of its own (``hookd.otlp``:
-protobuf decoding and conversion are CPU work, about 10-20 ms for 512 records, which must not
-hold up hooks on the event loop), feeds the event lines to ``Ingest`` like any other lines, and
-builds the answer the OTLP specification asks for:
+module buffers them within bounds, has the body decoded by the OTLP decoding process
+(``hookd.otlp_worker``, driven by ``otlp_link.py``: protobuf decoding and conversion are CPU
+work, about 10-20 ms for 512 records, which must cost hooks on the event loop nothing, not even
+the GIL), feeds the event lines to ``Ingest`` like any other lines, and builds the answer the
+OTLP specification asks for:
 
 - ``200`` with an ``Export<signal>ServiceResponse`` in the request's encoding, with
   ``partial_success`` (rejected count and why) only when some records were rejected;
 - ``400`` (malformed: not protobuf, not JSON, not OTLP, bad gzip), ``413`` (over ``MAX_BODY``
   as sent, or ``MAX_INFLATED`` inflated), ``415`` (another Content-Type or Content-Encoding),
-  ``503`` with ``Retry-After`` when ``MAX_BUFFERED`` bytes of OTLP bodies are already held:
-  a ``google.rpc.Status`` body. 400 and 413 are recorded in ``rejected`` (the body's first
+  ``503`` with ``Retry-After`` when ``MAX_BUFFERED`` bytes of OTLP bodies are already held
+  (``busy``) or the decoding process died with the request or is being restarted
+  (``decoder_restarting``): a ``google.rpc.Status`` body. 400 and 413 are recorded in ``rejected`` (the body's first
   bytes), all are counted per reason by the listener.
 
 Bounds: one request's body at most ``MAX_BODY`` bytes as sent and ``MAX_INFLATED`` inflated;
-all OTLP bodies held at once (received, waiting for or in decoding) at most ``MAX_BUFFERED``;
-one decoding thread, so one inflated body and its records at a time.
+all OTLP bodies held at once (received, in the pipe to the decoder or in decoding) at most
+``MAX_BUFFERED``; one decoding process, so one inflated body and its records at a time.
 """
 
 from __future__ import annotations
@@ -26,16 +28,16 @@ import importlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final
 
+from hookd import otlp_wire
+from hookd.daemon.otlp_link import OtlpLink, WorkerGone
 from hookd.framing import PREVIEW_BYTES, Peer
 from hookd.oversize import Budget
 
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from hookd import otlp
     from hookd.daemon.http_listener import HttpListener
     from hookd.daemon.http_protocol import Request
 
@@ -44,8 +46,10 @@ log = logging.getLogger("hookd.http")
 #: Request paths -> signal (``hookd.otlp.LOGS``, ``METRICS``).
 PATHS: Final = {b"/v1/logs": "logs", b"/v1/metrics": "metrics"}
 #: ``hookd.otlp`` and the protobuf classes it loads take about 150 ms to import: not at the
-#: daemon's start (a socket-activated start answers its first hook sooner), but in the decoding
-#: thread once the listener runs (``OtlpReceiver.preload``), or at the first OTLP request.
+#: daemon's start (a socket-activated start answers its first hook sooner), but in a thread
+#: once the listener runs (``OtlpReceiver.preload``), or at the first OTLP request. The daemon
+#: uses only its light parts (media types, limits, the answers' bodies); the decoding process
+#: runs ``decode``.
 _MODULE = "hookd.otlp"
 
 
@@ -62,7 +66,7 @@ MAX_QUOTED: Final = 3
 
 
 class OtlpReceiver:
-    """What the OTLP routes share on one listener: the decoding thread, the byte budget, the
+    """What the OTLP routes share on one listener: the decoding process, the byte budget, the
     counts for ``!status``, and the decodings in progress (awaited at stop)."""
 
     def __init__(self, listener: HttpListener) -> None:
@@ -70,29 +74,32 @@ class OtlpReceiver:
         self.budget = Budget(MAX_BUFFERED)
         self.jobs: set[asyncio.Future[Any]] = set()
         self.counts: dict[str, Counter[str]] = {signal: Counter() for signal in PATHS.values()}
-        self._executor: ThreadPoolExecutor | None = None
+        self.link = OtlpLink()
 
     def preload(self) -> None:
-        """Import the decoder in the decoding thread, off the loop (see ``_MODULE``)."""
-        self.submit(importlib.import_module, _MODULE)
+        """Start the decoding process, and import the answers' side in a thread, off the loop
+        (see ``_MODULE``)."""
+        self.link.start()
+        loop = asyncio.get_running_loop()
+        self._track(loop.run_in_executor(None, importlib.import_module, _MODULE))
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookd-otlp")
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def submit(self, request: otlp_wire.Decode, chunks: list[bytes]) -> asyncio.Future[Any]:
+        return self._track(self.link.decode(request, chunks))
+
+    def _track(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
         self.jobs.add(fut)
         fut.add_done_callback(self.jobs.discard)
         return fut
 
     async def drain(self) -> None:
-        """Wait for the decodings in progress (their records go into the last batches)."""
+        """Wait for the decodings in progress (their records go into the last batches), then
+        stop the decoding process."""
         if self.jobs:
             await asyncio.gather(*list(self.jobs), return_exceptions=True)
+        await self.link.stop()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self.link.kill()
 
     def reject(self, reason: str, detail: str, head: bytes, size: int, peer: Peer) -> None:
         """A body that holds no record hookd can store: one row of ``rejected``."""
@@ -104,6 +111,7 @@ class OtlpReceiver:
         OTLP bodies held now (``buffered_bytes``, at most ``MAX_BUFFERED``)."""
         out: dict[str, Any] = {signal: dict(sorted(c.items())) for signal, c in self.counts.items()}
         out["buffered_bytes"] = self.budget.used
+        out["decoder"] = self.link.status()
         return out
 
 
@@ -177,44 +185,52 @@ class OtlpRequest:
         self.chunks = []
 
     def complete(self, req: Request, peer: Peer, finish: Callable[[Request], None]) -> None:
-        """The whole body is here: decode it in the thread; ``finish`` answers once done."""
+        """The whole body is here: send it to the decoding process; ``finish`` answers once
+        its reply is here."""
         req.pending = 1
         body, self.chunks = self.chunks, []
-        fut = self.rx.submit(_decode, self.signal, self.fmt, self.encoding, body, self.rx.listener.max_line)
+        assert self.fmt is not None  # begin() answered 415 otherwise
+        size = sum(map(len, body))
+        request = otlp_wire.Decode(self.signal, self.fmt, self.encoding, size, self.rx.listener.max_line)
+        fut = self.rx.submit(request, body)
         fut.add_done_callback(lambda f: self._decoded(f, req, body, peer, finish))
 
     def _decoded(self, fut: asyncio.Future[Any], req: Request, body: list[bytes], peer: Peer, finish: Callable) -> None:
-        """On the loop, with the thread's result: the lines into Ingest, the answer decided."""
+        """On the loop, with the decoder's reply: the lines into Ingest, the answer decided."""
         self.rx.budget.give(self.held)
         self.held = 0
         counts = self.rx.counts[self.signal]
         req.pending = 0
         try:
-            decoded: otlp.Decoded = fut.result()
-        except _otlp().OtlpError as e:
-            req.fail(e.status, e.reason, e.message)
-            counts[e.reason] += 1
-            if e.status in (400, 413):
-                self.rx.reject(e.reason, e.message, body[0] if body else b"", sum(map(len, body)), peer)
-        except Exception as e:  # a bug in hookd: this request only, never the daemon
-            log.error("decoding an OTLP request failed (a bug in hookd; please report it)", exc_info=e)
+            reply = fut.result()
+        except WorkerGone as e:
+            req.fail(503, "decoder_restarting", f"{e}; send it again")
+            counts["decoder_restarting"] += 1
+            reply = None
+        if isinstance(reply, otlp_wire.Failed):
+            req.fail(reply.status, reply.reason, reply.message)
+            counts[reply.reason] += 1
+            if reply.status in (400, 413):
+                self.rx.reject(reply.reason, reply.message, body[0] if body else b"", sum(map(len, body)), peer)
+        elif isinstance(reply, otlp_wire.Crashed):  # a bug in hookd: this request only, never the daemon
+            log.error("decoding an OTLP request failed (a bug in hookd; please report it): %s", reply.message)
             req.fail(500, "internal_error", "hookd failed on this request (logged); please report it")
             counts["internal_error"] += 1
-        else:
-            self._ingest(decoded, peer)
+        elif isinstance(reply, otlp_wire.Lines):
+            self._ingest(reply, peer)
             counts["requests"] += 1
-            counts["records" if self.signal == _otlp().LOGS else "points"] += decoded.items
+            counts["records" if self.signal == "logs" else "points"] += reply.items
             counts["rejected"] += self.rejected
         finish(req)
 
-    def _ingest(self, decoded: otlp.Decoded, peer: Peer) -> None:
+    def _ingest(self, decoded: otlp_wire.Lines, peer: Peer) -> None:
         if not decoded.lines:
             return
         ingest = self.rx.listener.ingest
         cap: list[tuple[str, str]] = []
         ingest.capture = cap
         try:
-            ingest.lines(decoded.lines, peer, marked=decoded.marked)
+            ingest.lines(otlp_wire.lines_of(decoded), peer, marked=bool(decoded.special))
         finally:
             ingest.capture = None
         if cap:
@@ -229,8 +245,3 @@ class OtlpRequest:
             extra = b"Retry-After: %d\r\n" % RETRY_AFTER if req.status == 503 else b""
             return req.status, _otlp().status(fmt, req.detail), extra
         return 200, _otlp().success(self.signal, fmt, self.rejected, self.message), b""
-
-
-def _decode(signal: str, fmt: str, encoding: bytes, chunks: list[bytes], max_line: int) -> otlp.Decoded:
-    """In the decoding thread: the body joined there (not on the loop), then decoded."""
-    return _otlp().decode(signal, fmt, encoding, b"".join(chunks), max_line)
