@@ -330,20 +330,10 @@ def test_the_daemon_stopped_in_the_middle_of_a_session(home: Path, api: StandIn,
 
 @pytest.fixture
 def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from test_systemd_user import HOOKD, UserManager, can_mark_booted
+    from test_systemd_user import running_manager
 
-    why = can_mark_booted()
-    if why is not None:
-        pytest.skip(why)
-    if HOOKD is None:
-        pytest.skip("hookd is not installed as a command (run the suite through ./dev test)")
-    m = UserManager(Path(str(tmp_path_factory.mktemp("sdu"))))
-    m.env["SYSTEMD_LOG_TARGET"] = "console"  # no journal here: what happens to hookd.service, in manager.log
-    try:
-        m.start()
-        yield m
-    finally:
-        m.stop()
+    # no journal here: what happens to hookd.service, in manager.log
+    yield from running_manager(tmp_path_factory, SYSTEMD_LOG_TARGET="console")
 
 
 @pytest.mark.slow

@@ -159,19 +159,26 @@ class UserManager:
                 self.proc.wait(10)
 
 
-@pytest.fixture
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
+def running_manager(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Iterator[UserManager]:
+    """A started user manager (``env`` added to its environment), stopped afterwards; skips where
+    none can run. The body of the ``manager`` fixtures here and in test_claude_cli.py."""
     why = can_mark_booted()
     if why is not None:
         pytest.skip(why)
     if HOOKD is None:
         pytest.skip("hookd is not installed as a command (run the suite through ./dev test)")
     m = UserManager(Path(str(tmp_path_factory.mktemp("sdu"))))
+    m.env.update(env)
     try:
         m.start()
         yield m
     finally:
         m.stop()
+
+
+@pytest.fixture
+def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserManager]:
+    yield from running_manager(tmp_path_factory)
 
 
 def started(m: UserManager) -> int:
