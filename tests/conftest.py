@@ -47,6 +47,17 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> bool:
     return bool(predicate())
 
 
+def read_replies(s: socket.socket, n: int) -> list[dict]:
+    """Up to ``n`` newline-terminated JSON replies from ``s`` (fewer if it closes first)."""
+    buf = b""
+    while buf.count(b"\n") < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return [json.loads(x) for x in buf.splitlines()]
+
+
 def wait_until(check: Callable[[], object], timeout: float = 60.0, what: str = "a condition") -> object:
     """``check``'s first true value; AssertionError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, clean_env, wait_for
+from conftest import Daemon, clean_env, read_replies, wait_for
 from hookd.framing import NO_PEER, Framer, Rejection
 from hookd.settings import DEFAULT_TRUNCATE_LIMIT
 
@@ -288,16 +288,6 @@ def big_post_tool_use(i: int, size: int) -> bytes:
         "tool_response": {"stdout": "o" * size, "stderr": ""},
     }
     return json.dumps(event).encode()
-
-
-def read_replies(s: socket.socket, n: int) -> list[dict]:
-    buf = b""
-    while buf.count(b"\n") < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return [json.loads(x) for x in buf.splitlines()]
 
 
 def test_ten_2mb_tool_calls_at_once_are_all_cut_stored_and_paired(daemon: Daemon) -> None:

@@ -22,7 +22,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import hookd_client
-from conftest import SHELL_CLIENT, Daemon, clean_env
+from conftest import SHELL_CLIENT, Daemon, clean_env, read_replies
 from hookd import oversize
 from hookd.framing import NO_PEER, Framer, LineSplitter, Rejection
 from hookd.oversize import MARK, Budget, Cut, TooLong, fit
@@ -258,13 +258,7 @@ def ask(daemon: Daemon, payload: bytes, replies: int) -> list[dict]:
         s.connect(str(daemon.socket))
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
-        buf = b""
-        while buf.count(b"\n") < replies:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return [json.loads(x) for x in buf.splitlines()]
+        return read_replies(s, replies)
 
 
 def status(daemon: Daemon) -> dict:
