@@ -6,6 +6,7 @@ machines are shared and noisy, absolute numbers move between runs, ratios hold b
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,19 @@ class Result:
     spread: str = ""  # e.g. "ratio 0.84-0.93 over 5 runs"
     note: str = ""
     runs: list[float] = field(default_factory=list)
+
+
+def bench_main(doc: str | None, measure: Callable[[int, bool], list[Result]], runs: int) -> None:
+    """A benchmark module's command line: ``--runs`` (default ``runs``) and ``--quick``, then one
+    printed line per result."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    for r in measure(args.runs, args.quick):
+        ref = f" | {r.reference}: {r.reference_value:,.3f}" if r.reference else ""
+        ratio = f" | {r.ratio:.2f}x" if r.ratio is not None else ""
+        print(f"{r.name}: {r.value:,.3f} {r.unit}{ref}{ratio} | {r.spread} | {r.note}")
 
 
 def median_spread(xs: list[float]) -> tuple[float, str]:

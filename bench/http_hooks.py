@@ -27,7 +27,6 @@ Claude Code runs on Node; the clients here are Node's own (bench/node/):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest  # noqa: E402
 from conn_per_event import cpu_seconds  # noqa: E402
 
-from common import ROOT, DaemonUnderTest, Result, daemon, median_spread, percentile  # noqa: E402
+from common import ROOT, DaemonUnderTest, Result, bench_main, daemon, median_spread, percentile  # noqa: E402
 
 SECTION = "http hooks"
 NODE = shutil.which("node")
@@ -286,14 +285,7 @@ def measure(runs: int = 5, quick: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    for r in measure(args.runs, args.quick):
-        ref = f" | {r.reference}: {r.reference_value:,.3f}" if r.reference else ""
-        ratio = f" | {r.ratio:.2f}x" if r.ratio is not None else ""
-        print(f"{r.name}: {r.value:,.3f} {r.unit}{ref}{ratio} | {r.spread} | {r.note}")
+    bench_main(__doc__, measure, runs=5)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Latencies are from the client's request to the whole answer, in milliseconds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from http_hooks import http_url
 
-from common import ROOT, DaemonUnderTest, Result, daemon, median_spread, percentile, rss_mb
+from common import ROOT, DaemonUnderTest, Result, bench_main, daemon, median_spread, percentile, rss_mb
 
 sys.path.insert(0, str(ROOT / "daemon"))
 
@@ -183,14 +182,7 @@ def measure(runs: int = 3, quick: bool = False) -> list[Result]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    for r in measure(args.runs, args.quick):
-        ref = f" | {r.reference}: {r.reference_value:,.3f}" if r.reference else ""
-        ratio = f" | {r.ratio:.2f}x" if r.ratio is not None else ""
-        print(f"{r.name}: {r.value:,.3f} {r.unit}{ref}{ratio} | {r.spread} | {r.note}")
+    bench_main(__doc__, measure, runs=3)
 
 
 if __name__ == "__main__":

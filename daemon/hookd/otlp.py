@@ -411,7 +411,8 @@ _EVENTS: Final[dict[str, Callable[[Any], Iterator[dict[str, Any]]]]] = {LOGS: _l
 
 # -- the whole request ---------------------------------------------------------------------------
 def decode(signal: str, fmt: str, encoding: bytes, body: bytes, max_line: int) -> Decoded:
-    """A request body to event lines (run in a thread: CPU work). Raises OtlpError."""
+    """A request body to event lines (CPU work: run by the decoding process, hookd.otlp_worker).
+    Raises OtlpError."""
     request = parse(signal, fmt, inflate(body, encoding))
     out = Decoded()
     for ev in _EVENTS[signal](request):

@@ -197,8 +197,7 @@ class OtlpRequest:
 
     def _decoded(self, fut: asyncio.Future[Any], req: Request, body: list[bytes], peer: Peer, finish: Callable) -> None:
         """On the loop, with the decoder's reply: the lines into Ingest, the answer decided."""
-        self.rx.budget.give(self.held)
-        self.held = 0
+        self._release()
         counts = self.rx.counts[self.signal]
         req.pending = 0
         try:

@@ -19,12 +19,12 @@ Whether tool details and prompt text are exported (``OTEL_LOG_TOOL_DETAILS``,
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from hookd.errors import ConfigError, UsageError
 from hookd.settings import Settings
+from hookd.values import is_loopback
 
 #: Lists the variables install-claude --telemetry added: exactly what uninstall removes.
 MARK: Final = "HOOKD_TELEMETRY_ENV"
@@ -71,7 +71,7 @@ def _loopback_base(url: object) -> bool:
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        return parts.scheme == "http" and parts.path in ("", "/") and ipaddress.ip_address(host).is_loopback
+        return parts.scheme == "http" and parts.path in ("", "/") and is_loopback(host)
     except ValueError:
         return False
 
