@@ -145,7 +145,7 @@ class HttpListener:
         self.requests = 0
         self.by_status: Counter[int] = Counter()
         self.by_reason: Counter[str] = Counter()
-        #: POST /v1/logs and /v1/metrics (daemon/otlp_http.py): decoding thread, budget, counts.
+        #: POST /v1/logs and /v1/metrics (daemon/otlp_http.py): the decoding process (otlp_link.py), budget, counts.
         self.otlp = OtlpReceiver(self)
         self.ingest: Ingest = None  # type: ignore[assignment]  # set by attach
         self.flow: Any = None
