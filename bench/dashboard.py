@@ -29,7 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, claude_event, clean_env, daemon, median_spread  # noqa: F401
+from common import claude_event, clean_env, daemon, median_spread
 from hookd.dashboard.queries import PANELS, Ask
 from hookd.paths import Paths
 from hookd.settings import Settings

@@ -21,7 +21,7 @@ from typing import Any, Final
 from hookd import spool
 from hookd.durations import BUCKETS_PER_DOUBLING, bucket_bounds
 from hookd.ops.reading import daemon_status
-from hookd.ops.status import STATES, spool_dropped, type_states
+from hookd.ops.status import STATES, spool_dropped, type_states, with_prefix
 from hookd.ops.summary import key_values, summary
 from hookd.settings import Settings
 
@@ -178,9 +178,6 @@ def activity(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
 
 
 # -- Tools ----------------------------------------------------------------------------------
-#: Tools offers every range: it reads the summaries of schema migration 8 (``tool_hours``,
-#: ``tool_slowest``), whose rows grow with tools x hours, not with calls.
-TOOL_RANGES: Final = ("1h", "24h", "7d", "30d")
 #: Calls that never closed: the newest PreToolUse events of the range searched (each one an
 #: index lookup of its closing event), and the calls listed at most.
 UNCLOSED_SEARCHED: Final = 5000
@@ -291,9 +288,7 @@ def tools(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     """Per tool: calls, failures, failure rate, p50/p95 duration (from the histogram of Claude
     Code's own ``duration_ms``); the slowest calls; calls that never closed. Over whole hours:
     the range's first hour is the one after ``now - range`` began, as Overview's chart."""
-    name, first, last = _hours(ask, "24h")
-    if name not in TOOL_RANGES:
-        raise BadRequest(f"Tools' range must be one of {', '.join(TOOL_RANGES)}")
+    name, first, last = _hours(ask, "24h")  # every range: the summaries grow with tools x hours
     table = _tool_table(conn, first, last)
     unclosed, searched, oldest = _unclosed(conn, first * 3600.0)
     return {
@@ -393,16 +388,11 @@ def session(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
         "session": key,
         "stats": stats,
         "events": [_event(r) for r in events],
-        "tool_calls": [
-            dict(zip(("tool", "started", "finished", "duration_ms", "status"), c, strict=True)) for c in calls
-        ],
+        "tool_calls": [dict(zip(CALL_COLUMNS, c, strict=True)) for c in calls],
     }
 
 
 # -- Git ------------------------------------------------------------------------------------
-GIT_TYPES: Final = ("git_commit", "git_checkout", "git_merge", "git_rewrite")
-
-
 def git(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     """Commits per repository and day; branches with their commits and last activity; the
     latest merges and rewrites (amends, rebases)."""
@@ -492,10 +482,6 @@ def _file_size(path: Path) -> int | None:
         return None
 
 
-def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
-    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
-
-
 def health(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     """Rejected lines by reason, drops, the spool, the daemon's writer and listeners (asked
     over its control socket), the database's and the mirror's size."""
@@ -506,15 +492,13 @@ def health(conn: sqlite3.Connection, ask: Ask) -> dict[str, Any]:
     ).fetchall()
     daemon = daemon_status(paths.socket)
     return {
-        "rejected_by_reason": {
-            k.removeprefix("rejected."): v for k, v in counters.items() if k.startswith("rejected.")
-        },
+        "rejected_by_reason": with_prefix(counters, "rejected."),
         "rejected_latest": [
             dict(zip(("rid", "recv_ts", "reason", "detail", "size", "preview"), r, strict=True)) for r in latest
         ],
         "duplicates": counters.get("duplicate", 0),
         "truncated": counters.get("truncated", 0),
-        "connections_closed": _with_prefix(counters, "connections."),
+        "connections_closed": with_prefix(counters, "connections."),
         "spool": {
             "dir": str(paths.spool_dir),
             "waiting": spool.waiting(paths.spool_dir),

@@ -202,7 +202,7 @@ class TypeSeen:
 def _totals(conn: sqlite3.Connection) -> dict[str, Any]:
     """The database's counters and size: the totals part of ``gather_status``."""
     counters = dict(conn.execute("SELECT name, value FROM counters"))
-    rejected = _with_prefix(counters, "rejected.")
+    rejected = with_prefix(counters, "rejected.")
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     return {
         "committed": counters.get("committed", 0),
@@ -210,7 +210,7 @@ def _totals(conn: sqlite3.Connection) -> dict[str, Any]:
         "truncated": counters.get("truncated", 0),
         "rejected_by_reason": rejected,
         "rejected": sum(rejected.values()),
-        "connections_closed": _with_prefix(counters, "connections."),
+        "connections_closed": with_prefix(counters, "connections."),
         "retention_deleted": counters.get("retention.deleted", 0),
         "retention_deleted_unforwarded": counters.get("retention.deleted.unforwarded", 0),
         "db_bytes": pages * conn.execute("PRAGMA page_size").fetchone()[0],
@@ -291,7 +291,7 @@ def _render_lost(lost: dict[str, Any] | None, w: Any) -> None:
     w('  see: hookd query "SELECT * FROM lost_tool_calls ORDER BY started DESC LIMIT 20"\n')
 
 
-def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+def with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
     """``{"rejected.bad_ts": 3}`` with prefix ``"rejected."`` -> ``{"bad_ts": 3}``."""
     return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
 

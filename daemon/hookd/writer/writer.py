@@ -196,8 +196,7 @@ class Writer:
             before = db.total_changes
             db.executemany(schema.INSERT_EVENT, rows)
             stored = db.total_changes - before
-            lo, hi = min(r[EID] for r in rows), max(r[EID] for r in rows)
-            db.execute(schema.TYPES_FROM_RANGE, (lo, hi))
+            db.execute(schema.TYPES_FROM_RANGE, (min(r[EID] for r in rows), max(r[EID] for r in rows)))
             self._new_views()
             db.execute("COMMIT")
         except BaseException:
