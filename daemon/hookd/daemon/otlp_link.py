@@ -23,13 +23,13 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import sys
 from typing import Any, Final
 
 import msgspec
 
 from hookd import otlp_wire, wire
+from hookd.daemon import child_pipes
 
 log = logging.getLogger("hookd.http")
 
@@ -101,26 +101,10 @@ class OtlpLink:
             await asyncio.sleep(delay)
 
     async def _run_once(self) -> int | None:
-        loop = asyncio.get_running_loop()
         if self._starting is None:
             self._starting = []
-        to_r, to_w = wire.pipe()
-        from_r, from_w = wire.pipe()
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hookd.otlp_worker", stdin=to_r, stdout=from_w
-            )
-        except BaseException:
-            _close(from_r, to_w)
-            raise
-        finally:
-            _close(to_r, from_w)  # the worker's ends
-        replies = asyncio.StreamReader(limit=otlp_wire.MAX_FRAME)
-        # open() only wraps the pipe descriptors: no file system access, nothing blocks.
-        read_pipe = open(from_r, "rb", buffering=0)  # noqa: ASYNC230, SIM115
-        write_pipe = open(to_w, "wb", buffering=0)  # noqa: ASYNC230, SIM115
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(replies), read_pipe)
-        self._out, _ = await loop.connect_write_pipe(asyncio.Protocol, write_pipe)
+        argv = [sys.executable, "-m", "hookd.otlp_worker"]
+        self.proc, replies, self._out = await child_pipes.spawn(argv, otlp_wire.MAX_FRAME)
         self._out.writelines(self._starting)
         self._starting = None
         try:
@@ -192,9 +176,3 @@ class OtlpLink:
             "requests_failed": self.died,
             "in_decoding": len(self._waiting),
         }
-
-
-def _close(*fds: int) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
 
 from hookd import wire, writer_client
+from hookd.daemon import child_pipes
 from hookd.errors import WriterError
 from hookd.settings import Settings
 from hookd.writer_client import OnCommitted, OnRetained, OnState, WriterClient
@@ -93,30 +93,9 @@ class WriterLink:
     async def start(self) -> None:
         """Start the writer and wait until it has opened (and if need be recovered) the store."""
         s = self.settings
-        # Real pipes, enlarged: asyncio (uvloop) would give socketpairs with 208 KiB buffers,
-        # which starve the writer (measured 1.17x ingest with bigger buffers).
-        to_writer_r, to_writer_w = wire.pipe()
-        from_writer_r, from_writer_w = wire.pipe()
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *writer_client.command(
-                    s.paths,
-                    synchronous=s.synchronous,
-                    log_level=logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel()),
-                ),
-                stdin=to_writer_r,
-                stdout=from_writer_w,
-            )
-        finally:
-            os.close(to_writer_r)
-            os.close(from_writer_w)
-        loop = asyncio.get_running_loop()
-        self._replies = asyncio.StreamReader(limit=wire.MAX_FRAME)
-        # open() only wraps the pipe descriptors here: no file system access, nothing blocks.
-        replies_pipe = open(from_writer_r, "rb", buffering=0)  # noqa: ASYNC230
-        frames_pipe = open(to_writer_w, "wb", buffering=0)  # noqa: ASYNC230
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(self._replies), replies_pipe)
-        self._frames, _ = await loop.connect_write_pipe(asyncio.Protocol, frames_pipe)
+        level = logging.getLevelName(logging.getLogger("hookd").getEffectiveLevel())
+        argv = writer_client.command(s.paths, synchronous=s.synchronous, log_level=level)
+        self.proc, self._replies, self._frames = await child_pipes.spawn(argv, wire.MAX_FRAME)
         ready = self.client.handshake(await self._read_frame())
         if ready is None:
             raise self.client.refused(await self.proc.wait())
