@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from ingest import client as stream  # noqa: E402
+
 from common import ROOT, Result, claude_event, daemon, median_spread, percentile  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -39,14 +41,6 @@ from hookd.forwarder import pg_schema  # noqa: E402
 
 NICE = 10
 CURSOR = "SELECT last_eid FROM hookd_forward_cursor WHERE host = 'bench'"
-
-
-def stream(path: str, k: int, n: int, started: mp.Queue) -> None:
-    data = b"".join(claude_event(k, i) for i in range(n))
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(path)
-        started.put(time.time())
-        s.sendall(data)
 
 
 def home_forwarding(url: str | None) -> Path:
@@ -209,10 +203,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    for r in measure(runs=args.runs, quick=args.quick):
-        ratio = f", ratio {r.ratio:.2f} ({r.spread})" if r.ratio is not None else ""
-        ref = f" vs {r.reference_value:,.0f}" if r.reference_value is not None else ""
-        print(f"{r.name}: {r.value:,.3f} {r.unit}{ref}{ratio}; target {r.target}: {r.met} {r.note}")
+    from run import table
+
+    print(table(measure(runs=args.runs, quick=args.quick)))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Any, Final
 
 import msgspec
 
+from hookd import wire
+
 #: Where a machine's id lives (systemd's, then D-Bus's); the hostname where neither exists.
 MACHINE_ID_FILES: Final = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 HOST_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -120,7 +122,7 @@ class ForwardState(msgspec.Struct):
 def config_frame(cfg: ForwardConfig) -> bytes:
     """The forwarder's stdin: one frame (``wire``'s length prefix, then msgpack)."""
     body = msgspec.msgpack.encode(cfg)
-    return len(body).to_bytes(4, "big") + body
+    return wire.HEADER.pack(len(body)) + body
 
 
 def config_of(settings: Any) -> ForwardConfig:
@@ -160,12 +162,18 @@ def read_state(path: Path) -> ForwardState | None:
         return None
 
 
+def current_state(settings: Any) -> ForwardState | None:
+    """The state file if it is of the forwarding configured now (else its cursor means nothing)."""
+    state = read_state(state_path(settings.paths.db))
+    if state is None or not state.matches(settings.forward_url, host_of(settings)):
+        return None
+    return state
+
+
 def forwarded_eid(settings: Any) -> int | None:
     """For retention: None when forwarding is off; else the eid up to which events are in
     PostgreSQL as far as is known (0 when nothing is known yet: keep everything)."""
     if not settings.forward_url:
         return None
-    state = read_state(state_path(settings.paths.db))
-    if state is None or not state.matches(settings.forward_url, host_of(settings)):
-        return 0
-    return state.last_eid
+    state = current_state(settings)
+    return 0 if state is None else state.last_eid

@@ -51,7 +51,7 @@ class ForwarderLink:
             if self._stopping:
                 return
             failures = 0 if loop.time() - started > HEALTHY_RUN else failures + 1
-            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS)) - 1] if failures else RESTART_DELAYS[0]
+            delay = RESTART_DELAYS[max(0, min(failures, len(RESTART_DELAYS)) - 1)]
             self.restarts += 1
             log.error("the forwarder process exited with status %s; starting it again in %g s", code, delay)
             await asyncio.sleep(delay)

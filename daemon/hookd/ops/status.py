@@ -104,10 +104,8 @@ def forward_status(settings: Settings, conn: sqlite3.Connection | None, now: flo
     event not forwarded yet has waited since hookd received it)."""
     if not settings.forward_url:
         return None
-    host = forwarding.host_of(settings)
-    state = forwarding.read_state(forwarding.state_path(settings.paths.db))
-    known = state is not None and state.matches(settings.forward_url, host)
-    last = state.last_eid if known and state else 0
+    state = forwarding.current_state(settings)
+    last = state.last_eid if state else 0
     lag_events, oldest = 0, None
     if conn is not None:
         lag_events = conn.execute("SELECT count(*) FROM events WHERE eid > ?", (last,)).fetchone()[0]
@@ -115,15 +113,15 @@ def forward_status(settings: Settings, conn: sqlite3.Connection | None, now: flo
         oldest = row[0] if row else None
     return {
         "url": settings.forward_url,
-        "host": host,
-        "state_known": known,
+        "host": forwarding.host_of(settings),
+        "state_known": state is not None,
         "last_eid": last,
-        "forwarded_at": state.forwarded_at if known and state else None,
+        "forwarded_at": state.forwarded_at if state else None,
         "lag_events": lag_events,
         "lag_seconds": max(0.0, now - oldest) if oldest is not None else 0.0,
-        "error": state.error if known and state else None,
-        "error_since": state.error_since if known and state else None,
-        "sanitized": state.sanitized if known and state else 0,
+        "error": state.error if state else None,
+        "error_since": state.error_since if state else None,
+        "sanitized": state.sanitized if state else 0,
         "max_lag": settings.forward_max_lag,
     }
 
